@@ -1,0 +1,512 @@
+//! One opaque error type for every tusflow failure, with predicates.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::StatusCode;
+
+use crate::Operation;
+
+/// A boxed error from any layer of a stack.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// A `Result` with tusflow's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error of every tusflow operation.
+///
+/// Like `reqwest::Error`, it is opaque: ask it with predicates ([`Error::status`],
+/// [`Error::is_retryable`], [`Error::is_gone`], ...). Messages are short, lowercase, and
+/// never contain secrets: URLs are shown without their query string or user info, and
+/// header values are never printed. It is cheap to clone.
+#[derive(Clone)]
+pub struct Error {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kind: Kind,
+    operation: Option<Operation>,
+    url: Option<String>,
+    source: Option<Arc<dyn StdError + Send + Sync>>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// The server answered with a status that is not a success.
+    Status {
+        status: StatusCode,
+        body: String,
+        tus_version: Option<String>,
+    },
+    /// A header from the server is missing or malformed, or the server broke the protocol.
+    Protocol {
+        header: &'static str,
+        detail: String,
+    },
+    /// A 2xx append answer whose offset is not where the appended bytes ended.
+    OffsetMismatch { expected: u64, got: u64 },
+    /// Connecting, sending or receiving failed.
+    Transport,
+    /// Nothing moved for too long, or connecting took too long.
+    Timeout { what: &'static str },
+    /// Reading the local source failed.
+    Io { path: Option<PathBuf> },
+    /// Invalid input or configuration from the caller.
+    Invalid { what: String },
+    /// An error from a middleware layer that is not a tusflow error.
+    Middleware,
+}
+
+/// How many bytes of a server's error answer an [`Error`] keeps.
+pub const BODY_EXCERPT_LEN: usize = 512;
+
+impl Error {
+    fn new(kind: Kind) -> Self {
+        Error {
+            inner: Arc::new(Inner {
+                kind,
+                operation: None,
+                url: None,
+                source: None,
+            }),
+        }
+    }
+
+    fn with_source(kind: Kind, source: impl StdError + Send + Sync + 'static) -> Self {
+        let mut e = Error::new(kind);
+        Arc::get_mut(&mut e.inner).expect("fresh").source = Some(Arc::new(source));
+        e
+    }
+
+    /// A non-success status from the server, keeping an excerpt of its answer.
+    ///
+    /// `body` is cut to [`BODY_EXCERPT_LEN`] bytes and control characters are dropped.
+    pub fn status(status: StatusCode, body: &[u8], tus_version: Option<String>) -> Self {
+        Error::new(Kind::Status {
+            status,
+            body: excerpt(body),
+            tus_version,
+        })
+    }
+
+    /// A missing or malformed header, or another break of the protocol by the server.
+    pub fn protocol(header: &'static str, detail: impl Into<String>) -> Self {
+        Error::new(Kind::Protocol {
+            header,
+            detail: detail.into(),
+        })
+    }
+
+    /// A success answer to an append whose `Upload-Offset` is not where the bytes sent
+    /// ended.
+    pub fn offset_mismatch(expected: u64, got: u64) -> Self {
+        Error::new(Kind::OffsetMismatch { expected, got })
+    }
+
+    /// A transport failure (connect, send, receive).
+    pub fn transport(source: impl StdError + Send + Sync + 'static) -> Self {
+        Error::with_source(Kind::Transport, source)
+    }
+
+    /// A timeout; `what` says which one ("stall", "connect", ...).
+    pub fn timeout(what: &'static str) -> Self {
+        Error::new(Kind::Timeout { what })
+    }
+
+    /// Reading the local source failed; `path` names the file when there is one.
+    pub fn io(path: Option<&Path>, source: std::io::Error) -> Self {
+        Error::with_source(
+            Kind::Io {
+                path: path.map(Path::to_path_buf),
+            },
+            source,
+        )
+    }
+
+    /// Invalid input or configuration from the caller, e.g. a bad metadata key.
+    pub fn invalid(what: impl Into<String>) -> Self {
+        Error::new(Kind::Invalid { what: what.into() })
+    }
+
+    /// An error from a middleware layer. tusflow errors inside it are unwrapped.
+    pub fn middleware(err: BoxError) -> Self {
+        match err.downcast::<Error>() {
+            Ok(e) => *e,
+            Err(other) => {
+                let mut e = Error::new(Kind::Middleware);
+                Arc::get_mut(&mut e.inner).expect("fresh").source = Some(Arc::from(other));
+                e
+            }
+        }
+    }
+
+    /// Attach the operation this error happened in.
+    pub fn with_operation(mut self, op: Operation) -> Self {
+        self.inner_mut().operation = Some(op);
+        self
+    }
+
+    /// Attach the URL the request went to. Pass an already-redacted form
+    /// ([`crate::protocol::redact_url`]).
+    pub fn with_url(mut self, url: impl Into<String>) -> Self {
+        self.inner_mut().url = Some(url.into());
+        self
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        if Arc::get_mut(&mut self.inner).is_none() {
+            let i = &self.inner;
+            let copy = Inner {
+                kind: i.kind.clone_kind(),
+                operation: i.operation,
+                url: i.url.clone(),
+                source: i.source.clone(),
+            };
+            self.inner = Arc::new(copy);
+        }
+        Arc::get_mut(&mut self.inner).expect("unique")
+    }
+
+    /// The status the server answered, for a status error.
+    pub fn status_code(&self) -> Option<StatusCode> {
+        match &self.inner.kind {
+            Kind::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The status the server answered, for a status error (alias of
+    /// [`Error::status_code`], in the manner of `reqwest::Error::status`).
+    pub fn http_status(&self) -> Option<StatusCode> {
+        self.status_code()
+    }
+
+    /// The operation that failed, when known.
+    pub fn operation(&self) -> Option<Operation> {
+        self.inner.operation
+    }
+
+    /// An excerpt of the server's answer, for a status error (tuspy's
+    /// `response_content`).
+    pub fn response_body(&self) -> Option<&str> {
+        match &self.inner.kind {
+            Kind::Status { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+
+    /// The versions the server speaks, from `Tus-Version` on a 412 answer.
+    pub fn tus_version(&self) -> Option<&str> {
+        match &self.inner.kind {
+            Kind::Status { tus_version, .. } => tus_version.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// True when trying again may succeed: transport errors, timeouts, 5xx, 423
+    /// (locked), 409 (after asking the offset again), 460 and 417 (checksum mismatch).
+    pub fn is_retryable(&self) -> bool {
+        match &self.inner.kind {
+            Kind::Transport | Kind::Timeout { .. } | Kind::OffsetMismatch { .. } => true,
+            Kind::Status { status, .. } => {
+                status.is_server_error()
+                    || matches!(status.as_u16(), 409 | 423 | 460 | 417 | 408 | 429)
+            }
+            _ => false,
+        }
+    }
+
+    /// True when the server's offset differs from the client's: a 409, or a success
+    /// answer with an unexpected `Upload-Offset`. Ask the offset again, then resend.
+    pub fn is_offset_mismatch(&self) -> bool {
+        match &self.inner.kind {
+            Kind::OffsetMismatch { .. } => true,
+            Kind::Status { status, .. } => *status == StatusCode::CONFLICT,
+            _ => false,
+        }
+    }
+
+    /// True when the upload does not exist (any more): 404 or 410, or 403 on a `HEAD`.
+    /// Start a new upload.
+    pub fn is_gone(&self) -> bool {
+        match &self.inner.kind {
+            Kind::Status { status, .. } => {
+                matches!(status.as_u16(), 404 | 410)
+                    || (status.as_u16() == 403 && self.inner.operation == Some(Operation::Offset))
+            }
+            _ => false,
+        }
+    }
+
+    /// True for a checksum mismatch (460, or 417 which some servers send instead).
+    pub fn is_checksum_mismatch(&self) -> bool {
+        matches!(self.status_code().map(|s| s.as_u16()), Some(460 | 417))
+    }
+
+    /// True when the upload is locked by another request (423).
+    pub fn is_locked(&self) -> bool {
+        self.status_code() == Some(StatusCode::LOCKED)
+    }
+
+    /// True when the server does not speak our tus version (412).
+    pub fn is_version_unsupported(&self) -> bool {
+        self.status_code() == Some(StatusCode::PRECONDITION_FAILED)
+    }
+
+    /// True for a timeout (stall or connect).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.inner.kind, Kind::Timeout { .. })
+    }
+
+    /// True for a transport failure (connect, send, receive).
+    pub fn is_transport(&self) -> bool {
+        matches!(self.inner.kind, Kind::Transport)
+    }
+
+    /// True when the server broke the protocol (a missing or malformed header, ...).
+    pub fn is_protocol(&self) -> bool {
+        matches!(
+            self.inner.kind,
+            Kind::Protocol { .. } | Kind::OffsetMismatch { .. }
+        )
+    }
+
+    /// True when reading the local source failed.
+    pub fn is_io(&self) -> bool {
+        matches!(self.inner.kind, Kind::Io { .. })
+    }
+
+    /// True for invalid input or configuration from the caller.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self.inner.kind, Kind::Invalid { .. })
+    }
+
+    /// The header a protocol error is about.
+    pub fn header(&self) -> Option<&'static str> {
+        match &self.inner.kind {
+            Kind::Protocol { header, .. } => Some(header),
+            Kind::OffsetMismatch { .. } => Some("Upload-Offset"),
+            _ => None,
+        }
+    }
+}
+
+impl Kind {
+    fn clone_kind(&self) -> Kind {
+        match self {
+            Kind::Status {
+                status,
+                body,
+                tus_version,
+            } => Kind::Status {
+                status: *status,
+                body: body.clone(),
+                tus_version: tus_version.clone(),
+            },
+            Kind::Protocol { header, detail } => Kind::Protocol {
+                header,
+                detail: detail.clone(),
+            },
+            Kind::OffsetMismatch { expected, got } => Kind::OffsetMismatch {
+                expected: *expected,
+                got: *got,
+            },
+            Kind::Transport => Kind::Transport,
+            Kind::Timeout { what } => Kind::Timeout { what },
+            Kind::Io { path } => Kind::Io { path: path.clone() },
+            Kind::Invalid { what } => Kind::Invalid { what: what.clone() },
+            Kind::Middleware => Kind::Middleware,
+        }
+    }
+}
+
+/// Keep at most [`BODY_EXCERPT_LEN`] bytes of an answer, as text without control
+/// characters, cut on a character boundary.
+fn excerpt(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(BODY_EXCERPT_LEN)];
+    let text = String::from_utf8_lossy(cut);
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+    if body.len() > BODY_EXCERPT_LEN {
+        out.push_str("...");
+    }
+    out
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        if let Some(op) = i.operation {
+            write!(f, "{op}")?;
+            if let Some(url) = &i.url {
+                write!(f, " {url}")?;
+            }
+            f.write_str(": ")?;
+        } else if let Some(url) = &i.url {
+            write!(f, "{url}: ")?;
+        }
+        match &i.kind {
+            Kind::Status {
+                status,
+                body,
+                tus_version,
+            } => {
+                if *status == StatusCode::PRECONDITION_FAILED {
+                    write!(
+                        f,
+                        "server does not support tus 1.0.0 (412; it speaks Tus-Version: {})",
+                        tus_version.as_deref().unwrap_or("not given")
+                    )?;
+                } else {
+                    write!(f, "server answered {status}")?;
+                }
+                if !body.is_empty() {
+                    write!(f, ": {body}")?;
+                }
+                Ok(())
+            }
+            Kind::Protocol { header, detail } => write!(f, "bad {header} from server: {detail}"),
+            Kind::OffsetMismatch { expected, got } => write!(
+                f,
+                "server acknowledged Upload-Offset {got} after bytes up to {expected} were sent"
+            ),
+            Kind::Transport => {
+                f.write_str("connection failed")?;
+                if let Some(src) = &i.source {
+                    write!(f, ": {}", chain(src.as_ref()))?;
+                }
+                Ok(())
+            }
+            Kind::Timeout { what } => write!(f, "{what} timeout"),
+            Kind::Io { path } => {
+                match path {
+                    Some(p) => write!(f, "reading {}", p.display())?,
+                    None => f.write_str("reading the source")?,
+                }
+                if let Some(src) = &i.source {
+                    write!(f, ": {src}")?;
+                }
+                Ok(())
+            }
+            Kind::Invalid { what } => f.write_str(what),
+            Kind::Middleware => {
+                f.write_str("middleware failed")?;
+                if let Some(src) = &i.source {
+                    write!(f, ": {}", chain(src.as_ref()))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// An error and its sources, joined with ": ", without repeating a message that its
+/// source already holds.
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    out
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("tusflow::Error");
+        d.field("kind", &self.inner.kind);
+        if let Some(op) = self.inner.operation {
+            d.field("operation", &op);
+        }
+        if let Some(url) = &self.inner.url {
+            d.field("url", url);
+        }
+        if let Some(src) = &self.inner.source {
+            d.field("source", src);
+        }
+        d.finish()
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+impl From<BoxError> for Error {
+    fn from(err: BoxError) -> Self {
+        Error::middleware(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predicates_follow_status_and_operation() {
+        let e = Error::status(StatusCode::NOT_FOUND, b"", None).with_operation(Operation::Offset);
+        assert!(e.is_gone() && !e.is_retryable());
+        let e = Error::status(StatusCode::FORBIDDEN, b"", None).with_operation(Operation::Offset);
+        assert!(e.is_gone());
+        let e = Error::status(StatusCode::FORBIDDEN, b"", None).with_operation(Operation::Append);
+        assert!(!e.is_gone() && !e.is_retryable());
+        let e = Error::status(StatusCode::SERVICE_UNAVAILABLE, b"", None);
+        assert!(e.is_retryable() && !e.is_gone());
+        let e = Error::status(StatusCode::CONFLICT, b"", None);
+        assert!(e.is_offset_mismatch() && e.is_retryable());
+        let e = Error::status(StatusCode::from_u16(460).unwrap(), b"", None);
+        assert!(e.is_checksum_mismatch() && e.is_retryable());
+        assert!(Error::timeout("stall").is_timeout());
+        assert!(Error::offset_mismatch(10, 5).is_offset_mismatch());
+    }
+
+    #[test]
+    fn message_names_status_version_and_body_excerpt() {
+        let e = Error::status(StatusCode::PRECONDITION_FAILED, b"", Some("0.2.2".into()))
+            .with_operation(Operation::Create)
+            .with_url("http://h/files/");
+        let msg = e.to_string();
+        assert!(msg.contains("412") && msg.contains("0.2.2"), "{msg}");
+        assert!(msg.starts_with("create http://h/files/: "), "{msg}");
+
+        let long = vec![b'x'; 4000];
+        let e = Error::status(StatusCode::INTERNAL_SERVER_ERROR, &long, None);
+        assert_eq!(e.response_body().unwrap().len(), BODY_EXCERPT_LEN + 3);
+        let e = Error::status(StatusCode::BAD_REQUEST, b"bad\r\nthing\x1b[31m", None);
+        assert_eq!(e.response_body(), Some("bad  thing [31m"));
+    }
+
+    #[test]
+    fn middleware_errors_unwrap_tusflow_errors() {
+        let inner: BoxError = Box::new(Error::timeout("stall"));
+        assert!(Error::from(inner).is_timeout());
+        let other: BoxError = "boom".into();
+        let e = Error::from(other);
+        assert_eq!(e.to_string(), "middleware failed: boom");
+    }
+
+    #[test]
+    fn clone_then_annotate_leaves_original() {
+        let a = Error::timeout("stall");
+        let b = a.clone().with_operation(Operation::Append);
+        assert_eq!(a.operation(), None);
+        assert_eq!(b.operation(), Some(Operation::Append));
+    }
+}

@@ -1,0 +1,31 @@
+//! The small, slow-moving API of [tusflow](https://docs.rs/tusflow) that every plugin
+//! depends on.
+//!
+//! - [`protocol`]: tus header names, the `Upload-Metadata` codec, typed header parsing
+//!   and [`Capabilities`]; pure functions, no I/O.
+//! - [`Body`]: the body of every request in a stack; cheap to clone, never larger in
+//!   memory than a block or two.
+//! - [`Operation`]: the tus meaning of a request, carried as a request extension.
+//! - [`Error`]: one opaque error type with predicates.
+//! - [`TusService`]: the innermost tower service, over one pooled `reqwest::Client`.
+//!
+//! A stack speaks `http::Request<Body>` in and `http::Response<Bytes>` out, with
+//! [`Error`] as its error, so tower and tower-http layers compose with it unchanged.
+
+pub mod body;
+pub mod error;
+pub mod operation;
+pub mod protocol;
+pub mod service;
+
+pub use body::{Body, FileSource, RandomAccess};
+pub use error::{BoxError, Error, Result};
+pub use operation::Operation;
+pub use protocol::{Capabilities, Metadata};
+pub use service::{TusService, TusServiceBuilder};
+
+/// The request type of every tusflow stack.
+pub type Request = http::Request<Body>;
+/// The response type of every tusflow stack: the body is read (and bounded) by
+/// [`TusService`].
+pub type Response = http::Response<bytes::Bytes>;

@@ -1,0 +1,555 @@
+//! [`TusService`]: the innermost service of every stack. It sends requests with one
+//! pooled `reqwest::Client` and maps statuses to typed errors.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::{Method, Request, Response};
+use http_body::Frame;
+use tokio::time::Instant;
+
+use crate::protocol::{self, header};
+use crate::{Body, Error, Operation, Result};
+
+/// How long connecting may take by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may go without moving a byte, by default.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most of an answer's body that is read; the rest is dropped with the connection.
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+/// The innermost tower service of a tusflow stack.
+///
+/// It takes `http::Request<Body>` with an [`Operation`] extension, adds
+/// `Tus-Resumable: 1.0.0` to every request but `OPTIONS`, sends it over one pooled,
+/// kept-alive `reqwest::Client`, and answers `http::Response<Bytes>` for a 2xx status or
+/// an [`Error`] for anything else (with the status, an excerpt of the answer and, for
+/// 412, the server's `Tus-Version`).
+///
+/// A request fails with a stall timeout when no byte moves (sent or received) for
+/// [`TusServiceBuilder::stall_timeout`]; a slow but moving upload never times out.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tusflow_core::Error> {
+/// use tower::ServiceExt;
+/// use tusflow_core::{Body, Operation, TusService};
+/// let svc = TusService::builder().build()?;
+/// let req = http::Request::options("http://127.0.0.1:1080/files/")
+///     .extension(Operation::Discover)
+///     .body(Body::empty())
+///     .unwrap();
+/// let resp = svc.oneshot(req).await?;
+/// println!("{:?}", resp.headers().get("tus-version"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TusService {
+    client: reqwest::Client,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    stall_timeout: Duration,
+    method_override: bool,
+}
+
+impl fmt::Debug for TusService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TusService")
+            .field("stall_timeout", &self.shared.stall_timeout)
+            .field("method_override", &self.shared.method_override)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`TusService`]. Infallible until [`TusServiceBuilder::build`], which reports
+/// the first problem (an unreadable certificate, ...).
+pub struct TusServiceBuilder {
+    connect_timeout: Duration,
+    stall_timeout: Duration,
+    root_certificates: Vec<Vec<u8>>,
+    identity: Option<Vec<u8>>,
+    accept_invalid_certs: bool,
+    method_override: bool,
+    user_agent: String,
+    client: Option<reqwest::Client>,
+}
+
+impl fmt::Debug for TusServiceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TusServiceBuilder")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("stall_timeout", &self.stall_timeout)
+            .field("root_certificates", &self.root_certificates.len())
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .field("accept_invalid_certs", &self.accept_invalid_certs)
+            .field("method_override", &self.method_override)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TusServiceBuilder {
+    fn default() -> Self {
+        TusServiceBuilder {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            root_certificates: Vec::new(),
+            identity: None,
+            accept_invalid_certs: false,
+            method_override: false,
+            user_agent: concat!("tusflow/", env!("CARGO_PKG_VERSION")).to_owned(),
+            client: None,
+        }
+    }
+}
+
+impl TusServiceBuilder {
+    /// How long connecting may take (default 10 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// How long a request may go without moving a byte (default 30 s).
+    pub fn stall_timeout(mut self, t: Duration) -> Self {
+        self.stall_timeout = t;
+        self
+    }
+
+    /// Trust the CA certificates in this PEM bundle too (tuspy's custom CA).
+    pub fn add_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates.push(pem.into());
+        self
+    }
+
+    /// Present this client certificate: one PEM with the certificate chain and the
+    /// private key (tuspy's `client_cert`). The key is never logged.
+    pub fn identity_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.identity = Some(pem.into());
+        self
+    }
+
+    /// Accept any server certificate. Dangerous: only for test servers (tuspy's
+    /// `verify_tls_cert=False`). Off by default.
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.accept_invalid_certs = accept;
+        self
+    }
+
+    /// Send `PATCH` and `DELETE` as `POST` with `X-HTTP-Method-Override`, for networks
+    /// that block those methods.
+    pub fn method_override(mut self, on: bool) -> Self {
+        self.method_override = on;
+        self
+    }
+
+    /// The `User-Agent` header (default `tusflow/VERSION`).
+    pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
+        self.user_agent = ua.into();
+        self
+    }
+
+    /// Use this `reqwest::Client` instead of building one; the timeout and TLS options
+    /// of this builder are then ignored, but the stall timeout still applies.
+    pub fn client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Build the service.
+    pub fn build(self) -> Result<TusService> {
+        let client = match self.client {
+            Some(c) => c,
+            None => {
+                install_crypto_provider();
+                let mut b = reqwest::Client::builder()
+                    .connect_timeout(self.connect_timeout)
+                    .tcp_nodelay(true)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .redirect(reqwest::redirect::Policy::limited(5))
+                    .user_agent(self.user_agent)
+                    .tls_danger_accept_invalid_certs(self.accept_invalid_certs);
+                for pem in &self.root_certificates {
+                    let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                        Error::invalid(format!("the extra CA certificate is not valid PEM: {e}"))
+                    })?;
+                    if certs.is_empty() {
+                        return Err(Error::invalid(
+                            "the extra CA certificate file holds no certificate",
+                        ));
+                    }
+                    for c in certs {
+                        b = b.add_root_certificate(c);
+                    }
+                }
+                if let Some(pem) = &self.identity {
+                    let id = reqwest::Identity::from_pem(pem).map_err(|_| {
+                        Error::invalid(
+                            "the client certificate is not a PEM with a certificate and a private key",
+                        )
+                    })?;
+                    b = b.identity(id);
+                }
+                b.build()
+                    .map_err(|e| Error::invalid(format!("cannot build the HTTP client: {e}")))?
+            }
+        };
+        Ok(TusService {
+            client,
+            shared: Arc::new(Shared {
+                stall_timeout: self.stall_timeout,
+                method_override: self.method_override,
+            }),
+        })
+    }
+}
+
+/// Install ring as the process's rustls provider, unless one is installed already.
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl TusService {
+    /// A builder with the defaults.
+    pub fn builder() -> TusServiceBuilder {
+        TusServiceBuilder::default()
+    }
+
+    /// The underlying pooled `reqwest::Client`.
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+/// The future of [`TusService`] as a [`tower::Service`].
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Bytes>>> + Send>>;
+
+impl tower::Service<Request<Body>> for TusService {
+    type Response = Response<Bytes>;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        Box::pin(send(self.client.clone(), Arc::clone(&self.shared), req))
+    }
+}
+
+/// When a byte last moved, in milliseconds since the request started.
+struct Clock {
+    base: Instant,
+    last: AtomicU64,
+}
+
+impl Clock {
+    fn tick(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last.fetch_max(ms, Ordering::Relaxed);
+    }
+}
+
+/// Resolves when the clock has not moved for `stall`.
+async fn watchdog(clock: &Clock, stall: Duration) {
+    loop {
+        let last = clock.last.load(Ordering::Relaxed);
+        tokio::time::sleep_until(clock.base + Duration::from_millis(last) + stall).await;
+        if clock.last.load(Ordering::Relaxed) == last {
+            return;
+        }
+    }
+}
+
+/// A body that ticks the clock on every frame it hands out.
+struct Ticking {
+    inner: Body,
+    clock: Arc<Clock>,
+}
+
+impl http_body::Body for Ticking {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>>>> {
+        let res = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &res {
+            self.clock.tick();
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+async fn send(
+    client: reqwest::Client,
+    shared: Arc<Shared>,
+    req: Request<Body>,
+) -> Result<Response<Bytes>> {
+    let (mut parts, body) = req.into_parts();
+    let op = parts.extensions.get::<Operation>().copied();
+    let url = reqwest::Url::parse(&parts.uri.to_string())
+        .map_err(|e| Error::invalid(format!("request URI is not an absolute URL: {e}")))?;
+    let shown = protocol::redact_url(&url);
+    let annotate = |e: Error| {
+        let e = e.with_url(shown.clone());
+        match op {
+            Some(op) => e.with_operation(op),
+            None => e,
+        }
+    };
+
+    if parts.method != Method::OPTIONS && !parts.headers.contains_key(header::TUS_RESUMABLE) {
+        parts.headers.insert(
+            header::TUS_RESUMABLE,
+            HeaderValue::from_static(protocol::TUS_VERSION),
+        );
+    }
+    if shared.method_override && (parts.method == Method::PATCH || parts.method == Method::DELETE) {
+        let real = HeaderValue::from_str(parts.method.as_str()).expect("method is a token");
+        parts.headers.insert(header::X_HTTP_METHOD_OVERRIDE, real);
+        parts.method = Method::POST;
+    }
+    let len = body.len();
+    if len > 0 || matches!(parts.method, Method::POST | Method::PATCH) {
+        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
+
+    let clock = Arc::new(Clock {
+        base: Instant::now(),
+        last: AtomicU64::new(0),
+    });
+    let mut rreq = reqwest::Request::new(parts.method, url);
+    *rreq.headers_mut() = parts.headers;
+    *rreq.version_mut() = parts.version;
+    if len > 0 {
+        *rreq.body_mut() = Some(reqwest::Body::wrap(Ticking {
+            inner: body,
+            clock: Arc::clone(&clock),
+        }));
+    }
+
+    tracing::trace!(operation = op.map(Operation::as_str), url = %shown, len, "sending");
+    let exchange = async {
+        let mut resp = client.execute(rreq).await.map_err(from_reqwest)?;
+        clock.tick();
+        let status = resp.status();
+        let mut body = BytesMut::new();
+        while body.len() < MAX_RESPONSE_BODY {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    clock.tick();
+                    let room = MAX_RESPONSE_BODY - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) => break,
+                // The status and headers are what counts; a broken error body is not.
+                Err(e) if !status.is_success() => {
+                    tracing::debug!(error = %e, "reading an error answer failed");
+                    break;
+                }
+                Err(e) => return Err(from_reqwest(e)),
+            }
+        }
+        let mut out = Response::builder().status(status).version(resp.version());
+        if let Some(h) = out.headers_mut() {
+            *h = std::mem::take(resp.headers_mut());
+        }
+        Ok(out
+            .body(body.freeze())
+            .expect("status and headers are valid"))
+    };
+    let result = tokio::select! {
+        r = exchange => r,
+        _ = watchdog(&clock, shared.stall_timeout) => Err(Error::timeout("stall")),
+    };
+    let resp = result.map_err(annotate)?;
+    let status = resp.status();
+    tracing::trace!(
+        operation = op.map(Operation::as_str),
+        status = status.as_u16(),
+        "answered"
+    );
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let tus_version = (status == http::StatusCode::PRECONDITION_FAILED)
+        .then(|| protocol::comma_list(resp.headers(), &header::TUS_VERSION).ok())
+        .flatten()
+        .map(|v| v.join(", "))
+        .filter(|v| !v.is_empty());
+    Err(annotate(Error::status(status, resp.body(), tus_version)))
+}
+
+/// Map a reqwest error; an error of our own body (a local read failure) comes back as
+/// itself.
+fn from_reqwest(e: reqwest::Error) -> Error {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = cur {
+        if let Some(ours) = err.downcast_ref::<Error>() {
+            return ours.clone();
+        }
+        cur = err.source();
+    }
+    if e.is_timeout() {
+        Error::timeout(if e.is_connect() { "connect" } else { "request" })
+    } else {
+        Error::transport(e.without_url())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use tower::ServiceExt;
+
+    /// Serve one canned answer per connection on loopback, returning the requests seen.
+    fn canned(answer: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}/files/", l.local_addr().unwrap());
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 8192];
+            let mut req = Vec::new();
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(answer.as_bytes()).unwrap();
+            String::from_utf8_lossy(&req).into_owned()
+        });
+        (addr, h)
+    }
+
+    fn request(op: Operation, url: &str) -> Request<Body> {
+        Request::builder()
+            .method(op.method())
+            .uri(url)
+            .extension(op)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn status_412_names_the_servers_versions() {
+        let (url, h) = canned(
+            "HTTP/1.1 412 Precondition Failed\r\nTus-Version: 0.2.2, 0.2.1\r\nContent-Length: 0\r\n\r\n",
+        );
+        let svc = TusService::builder().build().unwrap();
+        let err = svc
+            .oneshot(request(Operation::Create, &url))
+            .await
+            .unwrap_err();
+        let sent = h.join().unwrap().to_ascii_lowercase();
+        assert!(sent.contains("tus-resumable: 1.0.0"), "{sent}");
+        assert!(err.is_version_unsupported());
+        assert_eq!(err.tus_version(), Some("0.2.2, 0.2.1"));
+        assert!(err.to_string().contains("0.2.2, 0.2.1"), "{err}");
+        assert_eq!(err.operation(), Some(Operation::Create));
+    }
+
+    #[tokio::test]
+    async fn options_has_no_tus_resumable_and_method_override_rewrites() {
+        let (url, h) = canned("HTTP/1.1 204 No Content\r\nTus-Version: 1.0.0\r\n\r\n");
+        let svc = TusService::builder().build().unwrap();
+        svc.oneshot(request(Operation::Discover, &url))
+            .await
+            .unwrap();
+        let sent = h.join().unwrap().to_ascii_lowercase();
+        assert!(
+            sent.starts_with("options ") && !sent.contains("tus-resumable"),
+            "{sent}"
+        );
+
+        let (url, h) = canned("HTTP/1.1 204 No Content\r\n\r\n");
+        let svc = TusService::builder().method_override(true).build().unwrap();
+        svc.oneshot(request(Operation::Terminate, &url))
+            .await
+            .unwrap();
+        let sent = h.join().unwrap().to_ascii_lowercase();
+        assert!(
+            sent.starts_with("post ") && sent.contains("x-http-method-override: delete"),
+            "{sent}"
+        );
+    }
+
+    #[tokio::test]
+    async fn error_answer_body_is_kept_short() {
+        let (url, h) =
+            canned("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 11\r\n\r\ndisk broken");
+        let svc = TusService::builder().build().unwrap();
+        let err = svc
+            .oneshot(request(Operation::Offset, &url))
+            .await
+            .unwrap_err();
+        h.join().unwrap();
+        assert_eq!(
+            err.status_code(),
+            Some(http::StatusCode::INTERNAL_SERVER_ERROR)
+        );
+        assert!(err.is_retryable() && !err.is_gone());
+        // HEAD answers have no body, whatever Content-Length says.
+        assert_eq!(err.response_body(), Some(""));
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_a_stall_timeout() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/files/x", l.local_addr().unwrap());
+        let keep = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            drop(s);
+        });
+        let svc = TusService::builder()
+            .stall_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let err = svc
+            .oneshot(request(Operation::Offset, &url))
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        assert!(err.to_string().contains("stall timeout"), "{err}");
+        keep.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_retryable_transport_error() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/files/x", l.local_addr().unwrap());
+        drop(l);
+        let svc = TusService::builder().build().unwrap();
+        let err = svc
+            .oneshot(request(Operation::Offset, &url))
+            .await
+            .unwrap_err();
+        assert!(err.is_transport() && err.is_retryable(), "{err:?}");
+    }
+}
