@@ -1,0 +1,457 @@
+//! [`Client`]: an endpoint, default headers and the tower stack every request goes
+//! through.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::Url;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::core::protocol::{self, header};
+use crate::core::{
+    Body, BoxError, Capabilities, Error, Metadata, Operation, Result, TusService, TusServiceBuilder,
+};
+use crate::upload::{Source, Uploader};
+
+/// A type-erased stack: what every layer of a [`Client`] wraps.
+pub type Stack = BoxCloneSyncService<crate::Request, crate::Response, Error>;
+
+/// A tus client: an endpoint, default headers, and a tower stack of middleware around
+/// the [`TusService`]. Cheap to clone; clones share the connection pool.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tusflow::Error> {
+/// let client = tusflow::Client::new("http://127.0.0.1:1080/files/")?;
+/// let done = client.uploader("video.mp4").chunk_size(8 << 20).upload().await?;
+/// println!("{} bytes at {}", done.offset, done.url);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: Option<Url>,
+    headers: RwLock<Arc<HeaderMap>>,
+    stack: Stack,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field(
+                "endpoint",
+                &self.inner.endpoint.as_ref().map(protocol::redact_url),
+            )
+            .field("headers", &self.headers().keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+type LayerFn = Box<dyn FnOnce(Stack) -> Stack + Send>;
+
+/// Builds a [`Client`]. Infallible until [`ClientBuilder::build`], which reports the
+/// first problem (a bad endpoint, header or certificate).
+pub struct ClientBuilder {
+    endpoint: Option<String>,
+    headers: HeaderMap,
+    service: TusServiceBuilder,
+    transport: Option<Stack>,
+    layers: Vec<LayerFn>,
+    error: Option<Error>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field(
+                "endpoint",
+                &self
+                    .endpoint
+                    .as_ref()
+                    .map(|e| e.split('?').next().unwrap_or("")),
+            )
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("service", &self.service)
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// True for headers whose values are credentials: they are marked sensitive, so
+/// `Debug` and logs show them redacted.
+pub fn is_sensitive_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(
+        n,
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || [
+        "token",
+        "secret",
+        "password",
+        "api-key",
+        "apikey",
+        "signature",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+fn mark(name: &HeaderName, mut value: HeaderValue) -> HeaderValue {
+    if is_sensitive_header(name) {
+        value.set_sensitive(true);
+    }
+    value
+}
+
+impl ClientBuilder {
+    fn fail(&mut self, e: Error) {
+        self.error.get_or_insert(e);
+    }
+
+    /// The creation endpoint, e.g. `http://127.0.0.1:1080/files/`.
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// A header sent with every request (tuspy's `headers`). Credentials are marked
+    /// sensitive (see [`is_sensitive_header`]).
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        K: TryInto<HeaderName>,
+        V: TryInto<HeaderValue>,
+    {
+        match (name.try_into(), value.try_into()) {
+            (Ok(n), Ok(v)) => {
+                let v = mark(&n, v);
+                self.headers.insert(n, v);
+            }
+            (Err(_), _) => self.fail(Error::invalid("invalid header name")),
+            (Ok(n), Err(_)) => self.fail(Error::invalid(format!("invalid value for header {n}"))),
+        }
+        self
+    }
+
+    /// Headers sent with every request, added to those set before.
+    pub fn headers(mut self, headers: HeaderMap) -> Self {
+        for (n, v) in headers {
+            if let Some(n) = n {
+                let v = mark(&n, v);
+                self.headers.insert(n, v);
+            }
+        }
+        self
+    }
+
+    /// How long connecting may take (default 10 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.service = self.service.connect_timeout(t);
+        self
+    }
+
+    /// How long a request may go without moving a byte (default 30 s).
+    pub fn stall_timeout(mut self, t: Duration) -> Self {
+        self.service = self.service.stall_timeout(t);
+        self
+    }
+
+    /// Trust the CA certificates of this PEM bundle too.
+    pub fn add_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.service = self.service.add_root_certificate_pem(pem);
+        self
+    }
+
+    /// Present a client certificate: one PEM with the chain and the private key.
+    pub fn identity_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.service = self.service.identity_pem(pem);
+        self
+    }
+
+    /// Accept any server certificate. Dangerous: for test servers only.
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        if accept {
+            tracing::warn!("TLS certificate verification is OFF");
+        }
+        self.service = self.service.danger_accept_invalid_certs(accept);
+        self
+    }
+
+    /// Send `PATCH` and `DELETE` as `POST` with `X-HTTP-Method-Override`.
+    pub fn method_override(mut self, on: bool) -> Self {
+        self.service = self.service.method_override(on);
+        self
+    }
+
+    /// Replace the innermost service (normally a [`TusService`] built from this
+    /// builder's options) with another: a `TusService` of your own, or a test double.
+    pub fn transport<S>(mut self, service: S) -> Self
+    where
+        S: Service<crate::Request, Response = crate::Response, Error = Error>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.transport = Some(BoxCloneSyncService::new(service));
+        self
+    }
+
+    /// Wrap the stack in a tower layer. Layers added first are outermost, as with
+    /// `tower::ServiceBuilder`: `.layer(a).layer(b)` sends requests through `a`, then
+    /// `b`, then the [`TusService`].
+    ///
+    /// Any layer over `http::Request<Body>` works, including tower-http's; an error
+    /// type other than [`Error`] is wrapped into one.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<Stack> + Send + 'static,
+        L::Service:
+            Service<crate::Request, Response = crate::Response> + Clone + Send + Sync + 'static,
+        <L::Service as Service<crate::Request>>::Error: Into<BoxError>,
+        <L::Service as Service<crate::Request>>::Future: Send + 'static,
+    {
+        self.layers.push(Box::new(move |inner: Stack| {
+            BoxCloneSyncService::new(
+                layer
+                    .layer(inner)
+                    .map_err(|e: <L::Service as Service<crate::Request>>::Error| {
+                        Error::from(e.into())
+                    }),
+            )
+        }));
+        self
+    }
+
+    /// Build the client.
+    pub fn build(self) -> Result<Client> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let endpoint = self
+            .endpoint
+            .map(|e| parse_http_url("endpoint", &e))
+            .transpose()?;
+        let mut stack = match self.transport {
+            Some(t) => t,
+            None => BoxCloneSyncService::new(self.service.build()?),
+        };
+        for layer in self.layers.into_iter().rev() {
+            stack = layer(stack);
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoint,
+                headers: RwLock::new(Arc::new(self.headers)),
+                stack,
+            }),
+        })
+    }
+}
+
+/// Parse an `http` or `https` URL; the error names `what` and the URL (without query).
+pub fn parse_http_url(what: &str, text: &str) -> Result<Url> {
+    let shown = text.split('?').next().unwrap_or_default();
+    let url = Url::parse(text.trim())
+        .map_err(|e| Error::invalid(format!("invalid {what} {shown:?}: {e}")))?;
+    match url.scheme() {
+        "http" | "https" if url.has_host() => Ok(url),
+        _ => Err(Error::invalid(format!(
+            "invalid {what} {shown:?}: expected an http:// or https:// URL"
+        ))),
+    }
+}
+
+/// What `HEAD` says about an upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UploadStatus {
+    /// `Upload-Offset`: how many bytes the server has.
+    pub offset: u64,
+    /// `Upload-Length`, when known (absent while deferred).
+    pub length: Option<u64>,
+    /// `Upload-Expires`, when the server gives one.
+    pub expires: Option<SystemTime>,
+    /// `Upload-Metadata`, when the server returns it.
+    pub metadata: Option<Metadata>,
+}
+
+impl UploadStatus {
+    /// True when the server has every byte.
+    pub fn is_complete(&self) -> bool {
+        self.length == Some(self.offset)
+    }
+}
+
+impl Client {
+    /// A client for `endpoint` with the defaults.
+    pub fn new(endpoint: impl Into<String>) -> Result<Self> {
+        Client::builder().endpoint(endpoint).build()
+    }
+
+    /// A builder.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            endpoint: None,
+            headers: HeaderMap::new(),
+            service: TusService::builder(),
+            transport: None,
+            layers: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// The creation endpoint, if one was given.
+    pub fn endpoint(&self) -> Option<&Url> {
+        self.inner.endpoint.as_ref()
+    }
+
+    fn endpoint_or_err(&self) -> Result<&Url> {
+        self.endpoint()
+            .ok_or_else(|| Error::invalid("no endpoint configured: a new upload needs one"))
+    }
+
+    /// The headers sent with every request.
+    pub fn headers(&self) -> HeaderMap {
+        HeaderMap::clone(&self.inner.headers.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Add or replace headers sent with every later request, on this client and its
+    /// clones (tuspy's `set_headers`).
+    pub fn set_headers(&self, headers: HeaderMap) {
+        let mut guard = self
+            .inner
+            .headers
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut merged = HeaderMap::clone(&guard);
+        for (n, v) in headers {
+            if let Some(n) = n {
+                let v = mark(&n, v);
+                merged.insert(n, v);
+            }
+        }
+        *guard = Arc::new(merged);
+    }
+
+    /// An uploader for `source` (a path, `Bytes`, or a [`Source`]).
+    pub fn uploader(&self, source: impl Into<Source>) -> Uploader {
+        Uploader::new(self.clone(), source.into())
+    }
+
+    /// A request for `op` on `url`, with the default headers and the operation
+    /// extension.
+    pub fn request(&self, op: Operation, url: &Url, body: Body) -> Result<crate::Request> {
+        let mut req = http::Request::builder()
+            .method(op.method())
+            .uri(url.as_str())
+            .extension(op)
+            .body(body)
+            .map_err(|e| Error::invalid(format!("invalid request URL: {e}")))?;
+        let defaults = Arc::clone(&self.inner.headers.read().unwrap_or_else(|p| p.into_inner()));
+        for (n, v) in defaults.iter() {
+            req.headers_mut().insert(n.clone(), v.clone());
+        }
+        Ok(req)
+    }
+
+    /// Send a request through the stack.
+    pub async fn call(&self, req: crate::Request) -> Result<crate::Response> {
+        self.inner.stack.clone().oneshot(req).await
+    }
+
+    /// The server's capabilities, from `OPTIONS` on the endpoint.
+    pub async fn capabilities(&self) -> Result<Capabilities> {
+        let req = self.request(Operation::Discover, self.endpoint_or_err()?, Body::empty())?;
+        let resp = self.call(req).await?;
+        Capabilities::from_headers(resp.headers())
+            .map_err(|e| e.with_operation(Operation::Discover))
+    }
+
+    /// Create an upload of `length` bytes (`None`: deferred) with `metadata`; return
+    /// its URL, resolved against the endpoint when the server sends a relative one.
+    pub async fn create(&self, length: Option<u64>, metadata: &Metadata) -> Result<Url> {
+        let endpoint = self.endpoint_or_err()?;
+        let mut req = self.request(Operation::Create, endpoint, Body::empty())?;
+        let h = req.headers_mut();
+        match length {
+            Some(n) => h.insert(header::UPLOAD_LENGTH, HeaderValue::from(n)),
+            None => h.insert(header::UPLOAD_DEFER_LENGTH, HeaderValue::from_static("1")),
+        };
+        if !metadata.is_empty() {
+            h.insert(header::UPLOAD_METADATA, metadata.to_header_value());
+        }
+        let resp = self.call(req).await?;
+        let url = protocol::resolve_location(endpoint, resp.headers())
+            .map_err(|e| e.with_operation(Operation::Create))?;
+        tracing::debug!(url = %protocol::redact_url(&url), length, "upload created");
+        Ok(url)
+    }
+
+    /// What the server knows of the upload at `url` (`HEAD`). A missing upload
+    /// (404, 410, 403) is an error for which [`Error::is_gone`] is true.
+    pub async fn status(&self, url: &Url) -> Result<UploadStatus> {
+        let req = self.request(Operation::Offset, url, Body::empty())?;
+        let resp = self.call(req).await?;
+        let h = resp.headers();
+        let annotate = |e: Error| {
+            e.with_operation(Operation::Offset)
+                .with_url(protocol::redact_url(url))
+        };
+        let offset = protocol::upload_offset(h).map_err(annotate)?;
+        let length = protocol::upload_length(h).map_err(annotate)?;
+        if let Some(len) = length
+            && offset > len
+        {
+            return Err(annotate(Error::protocol(
+                "Upload-Offset",
+                format!("offset {offset} is beyond Upload-Length {len}"),
+            )));
+        }
+        // Informational headers: a malformed one is logged, not fatal.
+        let expires = protocol::upload_expires(h)
+            .inspect_err(|e| tracing::debug!(error = %e, "ignoring Upload-Expires"))
+            .unwrap_or(None);
+        let metadata = protocol::upload_metadata(h)
+            .inspect_err(|e| tracing::debug!(error = %e, "ignoring Upload-Metadata"))
+            .unwrap_or(None);
+        Ok(UploadStatus {
+            offset,
+            length,
+            expires,
+            metadata,
+        })
+    }
+
+    /// Append `body` at `offset` to the upload at `url` (`PATCH`); return the server's
+    /// new offset. `length` sends `Upload-Length` along, for an upload whose length was
+    /// deferred.
+    pub async fn append(
+        &self,
+        url: &Url,
+        offset: u64,
+        body: Body,
+        length: Option<u64>,
+    ) -> Result<u64> {
+        let mut req = self.request(Operation::Append, url, body)?;
+        let h = req.headers_mut();
+        h.insert(header::UPLOAD_OFFSET, HeaderValue::from(offset));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(protocol::OFFSET_OCTET_STREAM),
+        );
+        if let Some(n) = length {
+            h.insert(header::UPLOAD_LENGTH, HeaderValue::from(n));
+        }
+        let resp = self.call(req).await?;
+        protocol::upload_offset(resp.headers()).map_err(|e| {
+            e.with_operation(Operation::Append)
+                .with_url(protocol::redact_url(url))
+        })
+    }
+}

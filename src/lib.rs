@@ -1,0 +1,48 @@
+//! tusflow: a resumable-upload client for the [tus](https://tus.io) 1.0 protocol, built
+//! as a plugin framework on tower.
+//!
+//! Every request of an upload flows through a tower `Service` stack: layers you add
+//! (any tower or tower-http layer, or tusflow's own middleware) wrap one core
+//! [`TusService`](core::TusService) that speaks HTTP over a pooled connection.
+//!
+//! # Quick start
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tusflow::Error> {
+//! # // `scripts/test` starts a real tus server for this example; elsewhere it is skipped.
+//! # let Ok(endpoint) = std::env::var("TUSFLOW_TEST_ENDPOINT") else { return Ok(()) };
+//! # let path = std::env::temp_dir().join("holiday.mp4");
+//! # std::fs::write(&path, vec![7u8; 300_000]).unwrap();
+//! use tusflow::Client;
+//!
+//! let client = Client::builder()
+//!     .endpoint(endpoint)                     // e.g. "http://127.0.0.1:1080/files/"
+//!     .header("Authorization", "Bearer s3cr3t")
+//!     .build()?;
+//! let done = client
+//!     .uploader(&path)                        // a path, Bytes, or tusflow::Source::reader(..)
+//!     .metadata("album", "summer")?           // filename and filetype are added for paths
+//!     .upload()                               // one streaming PATCH on a kept-alive connection
+//!     .await?;
+//! assert!(done.complete);
+//! println!("{} bytes stored at {}", done.offset, done.url);
+//! # std::fs::remove_file(&path).ok();
+//! # Ok(()) }
+//! ```
+//!
+//! To resume later, keep `done.url` and call `.url(url)` on a new uploader of the same
+//! source: it asks the server for its offset (`HEAD`) and sends only the rest.
+
+pub use tusflow_core as core;
+pub use tusflow_core::{
+    Body, Capabilities, Error, Metadata, Operation, Request, Response, Result, protocol,
+};
+
+pub mod client;
+pub mod size;
+pub mod upload;
+
+pub use client::{Client, ClientBuilder, UploadStatus};
+pub use reqwest::Url;
+pub use upload::{Progress, Source, Uploaded, Uploader};

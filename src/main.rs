@@ -1,0 +1,409 @@
+//! The `tusflow` command: resumable uploads from the shell.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use http::header::{HeaderName, HeaderValue};
+use serde_json::json;
+use tusflow::client::parse_http_url;
+use tusflow::size::parse_size;
+use tusflow::{Client, Error, Url, protocol};
+
+/// Exit code when every upload completed.
+const OK: u8 = 0;
+/// Exit code when an upload or request failed.
+const FAILED: u8 = 1;
+/// Exit code for usage and configuration errors.
+const USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "tusflow",
+    version,
+    about = "Resumable uploads with the tus protocol"
+)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Upload files (a new upload each, or continue one with --url)
+    Upload(UploadArgs),
+    /// Show a server's capabilities (OPTIONS)
+    Info {
+        /// The creation endpoint, e.g. http://127.0.0.1:1080/files/
+        endpoint: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an upload's offset and length (HEAD)
+    Status {
+        /// The upload URL
+        upload_url: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct UploadArgs {
+    /// Files to upload
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// The creation endpoint, e.g. http://127.0.0.1:1080/files/
+    #[arg(short, long)]
+    endpoint: Option<String>,
+    /// Continue the existing upload at this URL instead of creating one (one file only)
+    #[arg(long, value_name = "UPLOAD_URL")]
+    url: Option<String>,
+    /// Bytes per PATCH, e.g. 8MiB (default: the whole rest of the file in one)
+    #[arg(long, value_name = "SIZE")]
+    chunk_size: Option<String>,
+    /// Stop once the server has this many bytes, e.g. 100MiB
+    #[arg(long, value_name = "BYTES")]
+    stop_at: Option<String>,
+    /// Metadata pair, repeatable; filename and filetype are added unless given
+    #[arg(short, long = "meta", value_name = "KEY=VALUE")]
+    meta: Vec<String>,
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// One JSON object per file on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ConnArgs {
+    /// Header sent with every request, repeatable: 'Name: value'
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Seconds connecting may take
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Seconds a request may go without moving a byte
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    stall_timeout: f64,
+    /// Also trust the CA certificates in this PEM file
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// Client certificate: a PEM file with the certificate and its private key
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// Do NOT verify the server's TLS certificate (test servers only)
+    #[arg(long)]
+    insecure: bool,
+    /// Send PATCH and DELETE as POST with X-HTTP-Method-Override
+    #[arg(long)]
+    method_override: bool,
+}
+
+/// A usage or configuration problem (exit 2), or a failure (exit 1).
+enum Failure {
+    Usage(String),
+    Failed,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        if e.is_invalid() {
+            Failure::Usage(e.to_string())
+        } else {
+            eprintln!("tusflow: {e}");
+            Failure::Failed
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        2 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tusflow: cannot start the async runtime: {e}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Upload(args) => upload(args).await,
+            Command::Info {
+                endpoint,
+                conn,
+                json,
+            } => info(&endpoint, &conn, json).await,
+            Command::Status {
+                upload_url,
+                conn,
+                json,
+            } => status(&upload_url, &conn, json).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure::Usage(msg)) => {
+            eprintln!("tusflow: {msg}");
+            ExitCode::from(USAGE)
+        }
+        Err(Failure::Failed) => ExitCode::from(FAILED),
+    }
+}
+
+fn secs(what: &str, s: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            Failure::Usage(format!(
+                "invalid --{what} {s}: expected a positive number of seconds"
+            ))
+        })
+}
+
+fn read_file(what: &str, path: &PathBuf) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path).map_err(|e| {
+        Failure::Usage(format!(
+            "cannot read the {what} file {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Parse `Name: value`; the error names the header but never shows its value.
+fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), Failure> {
+    let Some((name, value)) = text.split_once(':') else {
+        let name = text.split_whitespace().next().unwrap_or("");
+        return Err(Failure::Usage(format!(
+            "invalid header {name:?}: expected 'Name: value'"
+        )));
+    };
+    let name = name.trim();
+    let n = HeaderName::try_from(name)
+        .map_err(|_| Failure::Usage(format!("invalid header name {name:?}")))?;
+    let v = HeaderValue::try_from(value.trim())
+        .map_err(|_| Failure::Usage(format!("invalid value for header {name:?}")))?;
+    Ok((n, v))
+}
+
+fn client(endpoint: Option<&str>, conn: &ConnArgs) -> Result<Client, Failure> {
+    let mut b = Client::builder()
+        .connect_timeout(secs("connect-timeout", conn.connect_timeout)?)
+        .stall_timeout(secs("stall-timeout", conn.stall_timeout)?)
+        .method_override(conn.method_override);
+    if let Some(e) = endpoint {
+        b = b.endpoint(e);
+    }
+    for h in &conn.headers {
+        let (n, v) = parse_header(h)?;
+        b = b.header(n, v);
+    }
+    if let Some(p) = &conn.cacert {
+        b = b.add_root_certificate_pem(read_file("--cacert", p)?);
+    }
+    if let Some(p) = &conn.cert {
+        b = b.identity_pem(read_file("--cert", p)?);
+    }
+    if conn.insecure {
+        eprintln!("tusflow: WARNING: --insecure: the server's TLS certificate is NOT verified");
+        b = b.danger_accept_invalid_certs(true);
+    }
+    Ok(b.build()?)
+}
+
+async fn upload(args: UploadArgs) -> Result<u8, Failure> {
+    if args.endpoint.is_none() && args.url.is_none() {
+        return Err(Failure::Usage(
+            "upload needs --endpoint URL (or --url UPLOAD_URL to continue an upload)".into(),
+        ));
+    }
+    let url = match &args.url {
+        Some(u) if args.paths.len() > 1 => {
+            let _ = u;
+            return Err(Failure::Usage(
+                "--url continues one upload: give exactly one file".into(),
+            ));
+        }
+        Some(u) => Some(parse_http_url("--url", u)?),
+        None => None,
+    };
+    let chunk_size = args.chunk_size.as_deref().map(parse_size).transpose()?;
+    let stop_at = args.stop_at.as_deref().map(parse_size).transpose()?;
+    let mut meta = tusflow::Metadata::new();
+    for m in &args.meta {
+        let (k, v) = m
+            .split_once('=')
+            .ok_or_else(|| Failure::Usage(format!("invalid --meta {m:?}: expected KEY=VALUE")))?;
+        meta.insert(k, v)?;
+    }
+    let client = client(args.endpoint.as_deref(), &args.conn)?;
+
+    let mut failed = false;
+    for path in &args.paths {
+        let mut up = client.uploader(path.as_path()).with_metadata(meta.clone());
+        if let Some(c) = chunk_size {
+            up = up.chunk_size(c);
+        }
+        if let Some(u) = &url {
+            up = up.url(u.clone());
+        }
+        let result = match stop_at {
+            Some(s) => up.upload_until(s).await,
+            None => up.upload().await,
+        };
+        match result {
+            Ok(done) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        json!({
+                            "path": path.display().to_string(),
+                            "url": done.url.as_str(),
+                            "size": done.length,
+                            "offset": done.offset,
+                            "complete": done.complete,
+                            "resumed": done.resumed,
+                        })
+                    );
+                } else if done.complete {
+                    println!(
+                        "{}: complete, {} bytes -> {}",
+                        path.display(),
+                        done.length,
+                        done.url
+                    );
+                } else {
+                    println!(
+                        "{}: stopped at {} of {} bytes -> {}",
+                        path.display(),
+                        done.offset,
+                        done.length,
+                        done.url
+                    );
+                }
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("tusflow: {}: {e}", path.display());
+                if args.json {
+                    println!(
+                        "{}",
+                        json!({
+                            "path": path.display().to_string(),
+                            "url": up.upload_url().map(Url::as_str),
+                            "complete": false,
+                            "error": e.to_string(),
+                        })
+                    );
+                }
+            }
+        }
+    }
+    Ok(if failed { FAILED } else { OK })
+}
+
+async fn info(endpoint: &str, conn: &ConnArgs, json: bool) -> Result<u8, Failure> {
+    let client = client(Some(endpoint), conn)?;
+    let caps = client.capabilities().await?;
+    if json {
+        println!(
+            "{}",
+            json!({
+                "versions": caps.versions,
+                "extensions": caps.extensions,
+                "max_size": caps.max_size,
+                "checksum_algorithms": caps.checksum_algorithms,
+            })
+        );
+    } else {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "(none)".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        println!("versions:            {}", list(&caps.versions));
+        println!("extensions:          {}", list(&caps.extensions));
+        println!(
+            "max size:            {}",
+            caps.max_size
+                .map_or("(not given)".to_owned(), |n| format!("{n} bytes"))
+        );
+        println!("checksum algorithms: {}", list(&caps.checksum_algorithms));
+    }
+    Ok(OK)
+}
+
+async fn status(upload_url: &str, conn: &ConnArgs, json: bool) -> Result<u8, Failure> {
+    let url = parse_http_url("upload URL", upload_url)?;
+    let client = client(None, conn)?;
+    let st = match client.status(&url).await {
+        Ok(st) => st,
+        Err(e) if e.is_gone() => {
+            eprintln!("tusflow: {e} (the upload does not exist any more)");
+            return Err(Failure::Failed);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let expires = st.expires.map(httpdate::fmt_http_date);
+    let metadata: serde_json::Map<String, serde_json::Value> = st
+        .metadata
+        .iter()
+        .flat_map(|m| m.iter())
+        .map(|(k, v)| (k.to_owned(), String::from_utf8_lossy(v).into_owned().into()))
+        .collect();
+    if json {
+        println!(
+            "{}",
+            json!({
+                "url": url.as_str(),
+                "offset": st.offset,
+                "length": st.length,
+                "complete": st.is_complete(),
+                "expires": expires,
+                "metadata": metadata,
+            })
+        );
+    } else {
+        println!("url:      {}", protocol::redact_url(&url));
+        println!("offset:   {}", st.offset);
+        println!(
+            "length:   {}",
+            st.length.map_or("(deferred)".to_owned(), |n| n.to_string())
+        );
+        println!("complete: {}", st.is_complete());
+        if let Some(e) = expires {
+            println!("expires:  {e}");
+        }
+        for (k, v) in metadata {
+            println!("metadata: {k} = {}", v.as_str().unwrap_or_default());
+        }
+    }
+    Ok(OK)
+}
