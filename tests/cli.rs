@@ -1,0 +1,199 @@
+//! The `tusflow` command against the real tus server: output, exit codes, stored bytes.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::{TusServer, make_file};
+
+fn tusflow(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tusflow"))
+        .args(args)
+        .output()
+        .expect("run tusflow")
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn upload_json_reports_each_file_and_stores_exact_bytes() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_file(dir.path(), "a.bin", 3_000_001, 1);
+    let b = make_file(dir.path(), "empty.txt", 0, 2);
+    let out = tusflow(&[
+        "upload",
+        "-e",
+        &server.endpoint,
+        "--json",
+        "--chunk-size",
+        "1MiB",
+        "-m",
+        "k=v",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2);
+    for (line, path, size) in [(&lines[0], &a, 3_000_001u64), (&lines[1], &b, 0)] {
+        assert_eq!(line["path"], path.to_str().unwrap());
+        assert_eq!(line["size"], size);
+        assert_eq!(line["offset"], size);
+        assert_eq!(line["complete"], true);
+        assert_eq!(line["resumed"], false);
+        server.assert_stored_file(line["url"].as_str().unwrap(), path);
+    }
+}
+
+#[test]
+fn stop_at_then_continue_with_url() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let f = make_file(dir.path(), "f.bin", 5 << 20, 3);
+    let path = f.to_str().unwrap();
+    let out = tusflow(&[
+        "upload",
+        "-e",
+        &server.endpoint,
+        "--stop-at",
+        "2MiB",
+        "--json",
+        path,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let first = &json_lines(&out)[0];
+    assert_eq!(first["offset"], 2 << 20);
+    assert_eq!(first["complete"], false);
+    let url = first["url"].as_str().unwrap();
+
+    let st = tusflow(&["status", url, "--json"]);
+    let st = &json_lines(&st)[0];
+    assert_eq!(
+        (st["offset"].as_u64(), st["length"].as_u64()),
+        (Some(2 << 20), Some(5 << 20))
+    );
+    assert_eq!(st["metadata"]["filename"], "f.bin");
+
+    let out = tusflow(&["upload", "--url", url, "--json", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let second = &json_lines(&out)[0];
+    assert_eq!(second["resumed"], true);
+    assert_eq!(second["complete"], true);
+    assert_eq!(second["url"], url);
+    server.assert_stored_file(url, &f);
+    assert_eq!(server.upload_count(), 1);
+}
+
+#[test]
+fn usage_and_config_errors_exit_2_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = make_file(dir.path(), "f.bin", 10, 1);
+    let path = f.to_str().unwrap();
+    let ep = "http://127.0.0.1:9/files/";
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["upload", "-e", ep, "-m", "bad key=1", path],
+            "\"bad key\"",
+        ),
+        (&["upload", "-e", ep, "-m", "novalue", path], "\"novalue\""),
+        (
+            &["upload", "-e", ep, "-H", "X-Token s3cr3t", path],
+            "\"X-Token\"",
+        ),
+        (
+            &["upload", "-e", ep, "--chunk-size", "8 parsecs", path],
+            "\"8 parsecs\"",
+        ),
+        (&["upload", "-e", "ftp://h/files/", path], "ftp://h/files/"),
+        (
+            &["upload", "--url", "http://h/files/1", path, path],
+            "exactly one file",
+        ),
+        (&["upload", path], "--endpoint"),
+        (
+            &["upload", "-e", ep, "--cacert", "/nonexistent/ca.pem", path],
+            "/nonexistent/ca.pem",
+        ),
+        (&["upload", "-e", ep, "--bogus-flag", path], "--bogus-flag"),
+    ];
+    for (args, needle) in cases {
+        let out = tusflow(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
+    }
+}
+
+#[test]
+fn a_failed_file_exits_1_and_the_others_still_complete() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let good = make_file(dir.path(), "good.bin", 100_000, 4);
+    let missing = dir.path().join("missing.bin");
+    let out = tusflow(&[
+        "upload",
+        "-e",
+        &server.endpoint,
+        "--json",
+        missing.to_str().unwrap(),
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("missing.bin"), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines[0]["complete"], false);
+    assert!(lines[0]["error"].as_str().unwrap().contains("missing.bin"));
+    server.assert_stored_file(lines[1]["url"].as_str().unwrap(), &good);
+
+    // An unreachable server is a failure too, not a usage error.
+    let out = tusflow(&[
+        "upload",
+        "-e",
+        "http://127.0.0.1:9/files/",
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("connection failed"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn info_and_status() {
+    let server = TusServer::start();
+    let out = tusflow(&["info", &server.endpoint]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("1.0.0") && text.contains("creation-with-upload"),
+        "{text}"
+    );
+
+    let out = tusflow(&["info", &server.endpoint, "--json"]);
+    let caps = &json_lines(&out)[0];
+    assert!(
+        caps["extensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "termination")
+    );
+
+    let gone = format!("{}doesnotexist", server.endpoint);
+    let out = tusflow(&["status", &gone]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+}

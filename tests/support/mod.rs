@@ -1,0 +1,204 @@
+//! Test support: the real tus server (the official Node `@tus/server` with
+//! `@tus/file-store`), installed from the npm registry by `scripts/install-test-server`
+//! and started on 127.0.0.1 on a free port, plus helpers to make and compare files.
+#![allow(dead_code, unreachable_pub)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The project root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Install the test server once (across threads and test processes).
+fn ensure_installed() {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = root().join("tests/server");
+    if dir.join("node_modules/@tus/server/package.json").exists()
+        && dir
+            .join("node_modules/@tus/file-store/package.json")
+            .exists()
+    {
+        return;
+    }
+    // Serialize with other test processes through a lock file.
+    let lock = File::create(std::env::temp_dir().join("tusflow-test-server-install.lock")).unwrap();
+    lock.lock().unwrap();
+    if !dir
+        .join("node_modules/@tus/file-store/package.json")
+        .exists()
+    {
+        let status = Command::new("bash")
+            .arg(root().join("scripts/install-test-server"))
+            .status()
+            .expect("run scripts/install-test-server");
+        assert!(status.success(), "scripts/install-test-server failed");
+    }
+}
+
+/// A running tus server; stopped (by its PID) when dropped.
+pub struct TusServer {
+    child: Child,
+    /// The creation endpoint, `http://127.0.0.1:PORT/files/`.
+    pub endpoint: String,
+    /// Where the server stores uploads.
+    pub dir: tempfile::TempDir,
+}
+
+impl TusServer {
+    /// Start a server with default options.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Start a server with extra options for `tests/server/server.mjs`
+    /// (`--relative-location`, `--max-size N`).
+    pub fn start_with(args: &[&str]) -> Self {
+        ensure_installed();
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new("node")
+            .arg(root().join("tests/server/server.mjs"))
+            .arg("--dir")
+            .arg(dir.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start node (is Node.js installed?)");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) if !l.is_empty() => l,
+            _ => {
+                let _ = child.kill();
+                panic!("the tus test server did not start");
+            }
+        };
+        let info: serde_json::Value = serde_json::from_str(&line).expect("server's JSON line");
+        TusServer {
+            child,
+            endpoint: info["endpoint"].as_str().unwrap().to_owned(),
+            dir,
+        }
+    }
+
+    /// Where the server stored the upload at `url`.
+    pub fn stored_path(&self, url: &str) -> PathBuf {
+        let id = url.trim_end_matches('/').rsplit('/').next().unwrap();
+        self.dir.path().join(id)
+    }
+
+    /// Assert that the bytes the server stored for `url` are those of `source`.
+    pub fn assert_stored_file(&self, url: &str, source: &Path) {
+        assert_same_files(&self.stored_path(url), source);
+    }
+
+    /// Assert that the server stored exactly `bytes` for `url`.
+    pub fn assert_stored(&self, url: &str, bytes: &[u8]) {
+        let stored = std::fs::read(self.stored_path(url)).expect("stored upload");
+        assert!(
+            stored == bytes,
+            "stored {} bytes differ from the {} expected",
+            stored.len(),
+            bytes.len()
+        );
+    }
+
+    /// How many uploads the server holds.
+    pub fn upload_count(&self) -> usize {
+        std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                !name.to_string_lossy().ends_with(".json")
+            })
+            .count()
+    }
+}
+
+impl Drop for TusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different for each `seed`.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Write a file of `len` pattern bytes, in blocks (so large files cost no memory).
+pub fn make_file(dir: &Path, name: &str, len: u64, seed: u64) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::io::BufWriter::new(File::create(&path).unwrap());
+    let block = pattern(1 << 20, seed);
+    let mut left = len;
+    let mut i = 0u8;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        // Vary each block so a shifted copy would not compare equal.
+        let mut b = block[..n].to_vec();
+        b[0] = i;
+        f.write_all(&b).unwrap();
+        left -= n as u64;
+        i = i.wrapping_add(1);
+    }
+    f.flush().unwrap();
+    path
+}
+
+/// Assert two files hold the same bytes, comparing block by block.
+pub fn assert_same_files(a: &Path, b: &Path) {
+    let la = std::fs::metadata(a)
+        .unwrap_or_else(|e| panic!("{}: {e}", a.display()))
+        .len();
+    let lb = std::fs::metadata(b)
+        .unwrap_or_else(|e| panic!("{}: {e}", b.display()))
+        .len();
+    assert_eq!(la, lb, "{} and {} differ in size", a.display(), b.display());
+    let (mut fa, mut fb) = (File::open(a).unwrap(), File::open(b).unwrap());
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut at = 0u64;
+    loop {
+        let n = fa.read(&mut ba).unwrap();
+        if n == 0 {
+            break;
+        }
+        fb.read_exact(&mut bb[..n]).unwrap();
+        if ba[..n] != bb[..n] {
+            let i = ba[..n]
+                .iter()
+                .zip(&bb[..n])
+                .position(|(x, y)| x != y)
+                .unwrap();
+            panic!(
+                "{} and {} differ at byte {}",
+                a.display(),
+                b.display(),
+                at + i as u64
+            );
+        }
+        at += n as u64;
+    }
+}

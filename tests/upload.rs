@@ -1,0 +1,349 @@
+//! The library against the real tus server: every test checks the bytes it stored.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use support::{TusServer, make_file, pattern};
+use tower::ServiceExt;
+use tusflow::{Client, Operation, Source, Url};
+
+fn client(server: &TusServer) -> Client {
+    Client::new(server.endpoint.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn sizes_zero_one_mib_and_64_mib_in_one_patch() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let client = client(&server);
+    for (i, len) in [0u64, 1, 1 << 20, 64 << 20].into_iter().enumerate() {
+        let path = make_file(dir.path(), &format!("f{i}.bin"), len, i as u64);
+        let done = client.uploader(path.as_path()).upload().await.unwrap();
+        assert!(done.complete && !done.resumed);
+        assert_eq!((done.offset, done.length), (len, len));
+        server.assert_stored_file(done.url.as_str(), &path);
+    }
+    assert_eq!(server.upload_count(), 4);
+}
+
+#[tokio::test]
+async fn chunked_upload_counts_one_patch_per_chunk() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "odd.bin", 5 * (1 << 20) + 123, 7);
+    let ops = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&ops);
+    // A user-written layer: records the operation of every request.
+    let record = tower::layer::layer_fn(move |inner: tusflow::client::Stack| {
+        let seen = Arc::clone(&seen);
+        tower::service_fn(move |req: tusflow::Request| {
+            seen.lock()
+                .unwrap()
+                .push(*req.extensions().get::<Operation>().unwrap());
+            inner.clone().oneshot(req)
+        })
+    });
+    let client = Client::builder()
+        .endpoint(&server.endpoint)
+        .layer(record)
+        .build()
+        .unwrap();
+    let done = client
+        .uploader(path.as_path())
+        .chunk_size(1 << 20)
+        .upload()
+        .await
+        .unwrap();
+    assert!(done.complete);
+    server.assert_stored_file(done.url.as_str(), &path);
+    let ops = ops.lock().unwrap().clone();
+    assert_eq!(ops[0], Operation::Create);
+    assert_eq!(ops[1..], [Operation::Append; 6]);
+}
+
+#[tokio::test]
+async fn stop_at_then_continue_with_the_same_uploader_and_by_url() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "big.bin", 3 << 20, 3);
+    let client = client(&server);
+
+    // tuspy style: the same uploader stops, then continues.
+    let mut up = client.uploader(path.as_path()).chunk_size(512 << 10);
+    let half = up.upload_until(3 << 19).await.unwrap();
+    assert!(!half.complete);
+    assert_eq!(half.offset, 3 << 19);
+    let done = up.upload().await.unwrap();
+    assert!(done.complete && done.resumed);
+    assert_eq!(done.url, half.url);
+    server.assert_stored_file(done.url.as_str(), &path);
+
+    // A new uploader continues a known URL without creating (single PATCH for the rest).
+    let part = client
+        .uploader(path.as_path())
+        .upload_until(1_000_001)
+        .await
+        .unwrap();
+    assert_eq!(part.offset, 1_000_001);
+    assert_eq!(client.status(&part.url).await.unwrap().offset, 1_000_001);
+    let rest = client
+        .uploader(path.as_path())
+        .url(part.url.clone())
+        .upload()
+        .await
+        .unwrap();
+    assert!(rest.complete && rest.resumed);
+    assert_eq!(rest.url, part.url);
+    server.assert_stored_file(rest.url.as_str(), &path);
+    assert_eq!(server.upload_count(), 2);
+}
+
+#[tokio::test]
+async fn metadata_round_trips_with_filename_and_filetype_added() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "report.pdf", 1000, 1);
+    let client = client(&server);
+    let done = client
+        .uploader(path.as_path())
+        .metadata("owner", "zoë")
+        .unwrap()
+        .metadata("empty", "")
+        .unwrap()
+        .upload()
+        .await
+        .unwrap();
+    let st = client.status(&done.url).await.unwrap();
+    assert!(st.is_complete());
+    let m = st.metadata.expect("server returns Upload-Metadata");
+    assert_eq!(m.get_str("owner"), Some("zoë"));
+    assert_eq!(m.get_str("empty"), Some(""));
+    assert_eq!(m.get_str("filename"), Some("report.pdf"));
+    assert_eq!(m.get_str("filetype"), Some("application/pdf"));
+
+    // Given values win over the defaults.
+    let done = client
+        .uploader(path.as_path())
+        .metadata("filename", "other.txt")
+        .unwrap()
+        .upload()
+        .await
+        .unwrap();
+    let m = client.status(&done.url).await.unwrap().metadata.unwrap();
+    assert_eq!(m.get_str("filename"), Some("other.txt"));
+}
+
+#[tokio::test]
+async fn relative_location_is_resolved_against_the_endpoint() {
+    let server = TusServer::start_with(&["--relative-location"]);
+    let client = client(&server);
+    let data = pattern(300_000, 9);
+    let done = client.uploader(data.clone()).upload().await.unwrap();
+    let endpoint: Url = server.endpoint.parse().unwrap();
+    assert_eq!(done.url.origin(), endpoint.origin());
+    assert!(done.url.path().starts_with("/files/"));
+    server.assert_stored(done.url.as_str(), &data);
+}
+
+#[tokio::test]
+async fn bytes_and_stream_sources() {
+    let server = TusServer::start();
+    let client = client(&server);
+    let data = Bytes::from(pattern(2_500_000, 11));
+    let done = client
+        .uploader(data.clone())
+        .chunk_size(1 << 20)
+        .upload()
+        .await
+        .unwrap();
+    server.assert_stored(done.url.as_str(), &data);
+
+    // A stream is buffered a chunk at a time and can stop and continue.
+    let reader = std::io::Cursor::new(data.to_vec());
+    let mut up = client
+        .uploader(Source::reader(reader, data.len() as u64))
+        .chunk_size(700_000);
+    assert_eq!(up.upload_until(1_400_000).await.unwrap().offset, 1_400_000);
+    let done = up.upload().await.unwrap();
+    assert!(done.complete);
+    server.assert_stored(done.url.as_str(), &data);
+
+    // A stream shorter than declared fails clearly and leaves a resumable upload.
+    let short = std::io::Cursor::new(data[..1000].to_vec());
+    let err = client
+        .uploader(Source::reader(short, 5000))
+        .upload()
+        .await
+        .unwrap_err();
+    assert!(err.is_io(), "{err:?}");
+    assert!(
+        err.to_string().contains("before its declared length 5000"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn gone_uploads_and_length_mismatches_are_clear_errors() {
+    let server = TusServer::start();
+    let client = client(&server);
+    let missing: Url = format!("{}0123456789abcdef", server.endpoint)
+        .parse()
+        .unwrap();
+    let err = client.status(&missing).await.unwrap_err();
+    assert!(err.is_gone(), "{err:?}");
+    assert_eq!(err.status_code().map(|s| s.as_u16()), Some(404));
+    let err = client
+        .uploader(Bytes::from_static(b"abc"))
+        .url(missing)
+        .upload()
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_gone() && err.operation() == Some(Operation::Offset),
+        "{err:?}"
+    );
+
+    let done = client
+        .uploader(Bytes::from_static(b"abcdef"))
+        .upload_until(2)
+        .await
+        .unwrap();
+    let err = client
+        .uploader(Bytes::from_static(b"abcdefgh"))
+        .url(done.url.clone())
+        .upload()
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid());
+    assert!(
+        err.to_string()
+            .contains("6 bytes long but the source is 8 bytes"),
+        "{err}"
+    );
+    // Nothing was appended by the failed attempt.
+    assert_eq!(client.status(&done.url).await.unwrap().offset, 2);
+}
+
+#[tokio::test]
+async fn method_override_sends_patch_as_post() {
+    let server = TusServer::start();
+    let client = Client::builder()
+        .endpoint(&server.endpoint)
+        .method_override(true)
+        .build()
+        .unwrap();
+    let data = pattern(1_500_000, 5);
+    let done = client
+        .uploader(data.clone())
+        .chunk_size(1 << 20)
+        .upload()
+        .await
+        .unwrap();
+    assert!(done.complete);
+    server.assert_stored(done.url.as_str(), &data);
+}
+
+#[tokio::test]
+async fn progress_reports_sent_and_acknowledged_without_blocking() {
+    let server = TusServer::start();
+    let client = client(&server);
+    let data = pattern(4 << 20, 2);
+    let up = client.uploader(data.clone()).chunk_size(1 << 20);
+    let rx = up.progress();
+    // A second receiver that nobody ever reads must not hold anything up.
+    let _ignored = up.progress();
+    let mut up = up;
+    let watcher = tokio::spawn(async move {
+        let mut rx = rx;
+        let mut seen = Vec::new();
+        while rx.changed().await.is_ok() {
+            let p = *rx.borrow();
+            assert!(p.sent >= p.acknowledged, "{p:?}");
+            seen.push(p.acknowledged);
+        }
+        seen
+    });
+    let done = up.upload().await.unwrap();
+    assert!(done.complete);
+    drop(up);
+    let seen = watcher.await.unwrap();
+    assert_eq!(seen.last(), Some(&(4 << 20)));
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    server.assert_stored(done.url.as_str(), &data);
+}
+
+#[tokio::test]
+async fn tower_http_layers_compose_with_the_stack() {
+    use http::header::HeaderValue;
+    use tower_http::set_header::SetRequestHeaderLayer;
+    let server = TusServer::start();
+    // tower-http's layer sets Upload-Metadata on every request that lacks it: the
+    // server stores it, which shows the layer ran inside the stack.
+    let client = Client::builder()
+        .endpoint(&server.endpoint)
+        .layer(SetRequestHeaderLayer::if_not_present(
+            tusflow::protocol::header::UPLOAD_METADATA,
+            HeaderValue::from_static("via dG93ZXItaHR0cA=="),
+        ))
+        .build()
+        .unwrap();
+    let data = pattern(10_000, 4);
+    let done = client.uploader(data.clone()).upload().await.unwrap();
+    let m = client.status(&done.url).await.unwrap().metadata.unwrap();
+    assert_eq!(m.get_str("via"), Some("tower-http"));
+    server.assert_stored(done.url.as_str(), &data);
+}
+
+#[tokio::test]
+async fn capabilities_from_options() {
+    let server = TusServer::start();
+    let caps = client(&server).capabilities().await.unwrap();
+    assert!(caps.speaks_our_version());
+    for ext in [
+        "creation",
+        "creation-with-upload",
+        "creation-defer-length",
+        "termination",
+        "expiration",
+    ] {
+        assert!(caps.supports(ext), "{ext} in {caps:?}");
+    }
+}
+
+#[tokio::test]
+async fn default_headers_reach_the_server_and_secrets_stay_out_of_debug() {
+    let server = TusServer::start_with(&["--require-header", "x-api-token=s3cr3t-value"]);
+    let bad = Client::builder()
+        .endpoint(&server.endpoint)
+        .header("x-api-token", "not-the-token")
+        .build()
+        .unwrap();
+    let err = bad
+        .uploader(Bytes::from_static(b"x"))
+        .upload()
+        .await
+        .unwrap_err();
+    assert_eq!(err.status_code().map(|s| s.as_u16()), Some(401), "{err:?}");
+    assert!(!err.to_string().contains("not-the-token"), "{err}");
+    assert!(!format!("{err:?}").contains("not-the-token"));
+
+    let good = Client::builder()
+        .endpoint(&server.endpoint)
+        .header("x-api-token", "s3cr3t-value")
+        .build()
+        .unwrap();
+    assert!(!format!("{:?}", good.headers()).contains("s3cr3t"));
+    let data = pattern(2000, 8);
+    let done = good.uploader(data.clone()).upload().await.unwrap();
+    server.assert_stored(done.url.as_str(), &data);
+
+    // set_headers changes later requests of the client and its clones (tuspy).
+    let clone = bad.clone();
+    let mut h = http::HeaderMap::new();
+    h.insert("x-api-token", "s3cr3t-value".parse().unwrap());
+    bad.set_headers(h);
+    let done = clone.uploader(data.clone()).upload().await.unwrap();
+    server.assert_stored(done.url.as_str(), &data);
+}
