@@ -105,6 +105,17 @@ impl RandomAccess for Bytes {
 /// Told how many bytes of a body have been handed to the transport so far.
 pub type Observer = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// A boxed `http_body::Body` of [`Bytes`] frames.
+pub type BoxBody = Pin<Box<dyn http_body::Body<Data = Bytes, Error = Error> + Send + Sync>>;
+
+/// A transform of the byte stream of a [`Body`], applied each time the body is sent
+/// (so a retry streams through it again). Middleware that needs to pace or inspect the
+/// bytes on the wire (rate limiting, for one) adds one with [`Body::wrap`].
+pub trait BodyWrap: Send + Sync + 'static {
+    /// Wrap `inner`, the stream of the body's bytes.
+    fn wrap(&self, inner: BoxBody) -> BoxBody;
+}
+
 /// The body of a request in the stack: empty, in-memory [`Bytes`], or a window
 /// `[start, end)` of a [`RandomAccess`] source streamed in blocks.
 ///
@@ -121,7 +132,10 @@ pub type Observer = Arc<dyn Fn(u64) + Send + Sync>;
 pub struct Body {
     spec: Spec,
     observer: Option<Observer>,
+    wraps: Vec<Arc<dyn BodyWrap>>,
     state: State,
+    /// The wrapped stream, built on the first poll when there are wraps.
+    wrapped: Option<BoxBody>,
 }
 
 #[derive(Clone)]
@@ -162,8 +176,28 @@ impl Body {
         Body {
             spec,
             observer: None,
+            wraps: Vec::new(),
             state: State::new(),
+            wrapped: None,
         }
+    }
+
+    /// A body with this spec and this body's observer and wraps, from its start.
+    fn derive(&self, spec: Spec, observer: Option<Observer>) -> Self {
+        Body {
+            spec,
+            observer,
+            wraps: self.wraps.clone(),
+            state: State::new(),
+            wrapped: None,
+        }
+    }
+
+    /// Stream the bytes through `wrap` each time this body is sent. Wraps added later
+    /// are outermost.
+    pub fn wrap(mut self, wrap: Arc<dyn BodyWrap>) -> Self {
+        self.wraps.push(wrap);
+        self
     }
 
     /// An empty body.
@@ -235,22 +269,32 @@ impl Body {
     /// The same body, but starting `n` bytes later (clamped to its end). A retry after a
     /// partial append moves the start like this instead of re-reading from the start.
     pub fn advance(&self, n: u64) -> Self {
+        self.slice(n, self.len())
+    }
+
+    /// The bytes `[from, to)` of this body (relative to its start, clamped to its
+    /// length), as a body of its own. Its observer reports positions relative to this
+    /// body, so progress stays right when middleware splits a body into chunks.
+    pub fn slice(&self, from: u64, to: u64) -> Self {
+        let len = self.len();
+        let (from, to) = (from.min(len), to.min(len).max(from.min(len)));
         let spec = match &self.spec {
             Spec::Empty => Spec::Empty,
-            Spec::Bytes(b) => {
-                let n = usize::try_from(n).unwrap_or(usize::MAX).min(b.len());
-                Spec::Bytes(b.slice(n..))
-            }
+            Spec::Bytes(b) => Spec::Bytes(b.slice(from as usize..to as usize)),
             Spec::Window(w) => Spec::Window(Window {
-                start: w.start.saturating_add(n).min(w.end),
+                start: w.start + from,
+                end: w.start + to,
                 ..w.clone()
             }),
         };
-        Body {
-            spec,
-            observer: self.observer.clone(),
-            state: State::new(),
-        }
+        let observer = self.observer.clone().map(|o| -> Observer {
+            if from == 0 {
+                o
+            } else {
+                Arc::new(move |n| o(from + n))
+            }
+        });
+        self.derive(spec, observer)
     }
 
     fn notify(&self) {
@@ -283,11 +327,7 @@ impl Body {
 impl Clone for Body {
     /// A body with the same content that starts from its beginning.
     fn clone(&self) -> Self {
-        Body {
-            spec: self.spec.clone(),
-            observer: self.observer.clone(),
-            state: State::new(),
-        }
+        self.derive(self.spec.clone(), self.observer.clone())
     }
 }
 
@@ -338,6 +378,40 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = self.get_mut();
+        if !this.wraps.is_empty() {
+            if this.wrapped.is_none() {
+                let mut raw = this.clone();
+                raw.wraps.clear();
+                let mut stream: BoxBody = Box::pin(raw);
+                for w in &this.wraps {
+                    stream = w.wrap(stream);
+                }
+                this.wrapped = Some(stream);
+            }
+            let stream = this.wrapped.as_mut().expect("built above");
+            return stream.as_mut().poll_frame(cx);
+        }
+        this.poll_raw(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.wrapped {
+            Some(w) => w.is_end_stream(),
+            None => self.state.done || self.len() == self.state.sent,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.wrapped {
+            Some(w) => w.size_hint(),
+            None => SizeHint::with_exact(self.len() - self.state.sent.min(self.len())),
+        }
+    }
+}
+
+impl Body {
+    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self;
         if this.state.done {
             return Poll::Ready(None);
         }
@@ -347,11 +421,18 @@ impl http_body::Body for Body {
                 Poll::Ready(None)
             }
             Spec::Bytes(b) => {
-                let b = b.clone();
-                this.state.done = true;
-                this.state.sent = b.len() as u64;
+                // At most a block per frame, so that progress is seen as it happens.
+                let at = this.state.sent as usize;
+                if at >= b.len() {
+                    this.state.done = true;
+                    return Poll::Ready(None);
+                }
+                let n = (b.len() - at).min(MAX_BLOCK_SIZE);
+                let frame = b.slice(at..at + n);
+                this.state.sent += n as u64;
+                this.state.done = this.state.sent == b.len() as u64;
                 this.notify();
-                Poll::Ready(Some(Ok(Frame::data(b))))
+                Poll::Ready(Some(Ok(Frame::data(frame))))
             }
             Spec::Window(w) => {
                 let w = w.clone();
@@ -399,14 +480,6 @@ impl http_body::Body for Body {
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
             }
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.state.done || self.len() == self.state.sent
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.len() - self.state.sent.min(self.len()))
     }
 }
 
@@ -460,8 +533,41 @@ mod tests {
         assert_eq!(all, data);
         let rest = body.advance(9_000).collect().await.unwrap().to_bytes();
         assert_eq!(rest, data.slice(9_000..));
+        let mid = body
+            .slice(100, 5_000)
+            .slice(10, 20)
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(mid, data.slice(110..120));
         let b = Body::from(data.clone()).advance(9_999);
         assert_eq!(b.collect().await.unwrap().to_bytes(), data.slice(9_999..));
+    }
+
+    /// A wrap that upper-cases ASCII, to see that wraps apply on every send.
+    struct Upper;
+    impl BodyWrap for Upper {
+        fn wrap(&self, inner: BoxBody) -> BoxBody {
+            use http_body_util::BodyExt as _;
+            Box::pin(inner.map_frame(|f| f.map_data(|d| Bytes::from(d.to_ascii_uppercase()))))
+        }
+    }
+
+    #[tokio::test]
+    async fn wraps_apply_to_every_clone_and_observer_follows_slices() {
+        let seen = Arc::new(AtomicU64::new(0));
+        let s2 = seen.clone();
+        let body = Body::from_static(b"hello world")
+            .observe(Arc::new(move |n| s2.store(n, Ordering::SeqCst)))
+            .wrap(Arc::new(Upper));
+        for _ in 0..2 {
+            let out = body.clone().collect().await.unwrap().to_bytes();
+            assert_eq!(&out[..], b"HELLO WORLD");
+        }
+        let part = body.slice(6, 11).collect().await.unwrap().to_bytes();
+        assert_eq!(&part[..], b"WORLD");
+        assert_eq!(seen.load(Ordering::SeqCst), 11);
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 
@@ -40,6 +41,7 @@ enum Kind {
         status: StatusCode,
         body: String,
         tus_version: Option<String>,
+        retry_after: Option<Duration>,
     },
     /// A header from the server is missing or malformed, or the server broke the protocol.
     Protocol {
@@ -89,7 +91,24 @@ impl Error {
             status,
             body: excerpt(body),
             tus_version,
+            retry_after: None,
         })
+    }
+
+    /// Attach how long the server asked to wait (`Retry-After`), for a status error.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        if let Kind::Status { retry_after, .. } = &mut self.inner_mut().kind {
+            *retry_after = Some(after);
+        }
+        self
+    }
+
+    /// How long the server asked to wait before trying again (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match &self.inner.kind {
+            Kind::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 
     /// A missing or malformed header, or another break of the protocol by the server.
@@ -124,6 +143,12 @@ impl Error {
             },
             source,
         )
+    }
+
+    /// A configuration error: names the file (or env var) and key when known. It counts
+    /// as invalid input ([`Error::is_invalid`]).
+    pub fn config(what: impl Into<String>) -> Self {
+        Error::new(Kind::Invalid { what: what.into() })
     }
 
     /// Invalid input or configuration from the caller, e.g. a bad metadata key.
@@ -301,10 +326,12 @@ impl Kind {
                 status,
                 body,
                 tus_version,
+                retry_after,
             } => Kind::Status {
                 status: *status,
                 body: body.clone(),
                 tus_version: tus_version.clone(),
+                retry_after: *retry_after,
             },
             Kind::Protocol { header, detail } => Kind::Protocol {
                 header,
@@ -357,6 +384,7 @@ impl fmt::Display for Error {
                 status,
                 body,
                 tus_version,
+                ..
             } => {
                 if *status == StatusCode::PRECONDITION_FAILED {
                     write!(

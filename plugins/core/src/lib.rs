@@ -8,19 +8,24 @@
 //! - [`Operation`]: the tus meaning of a request, carried as a request extension.
 //! - [`Error`]: one opaque error type with predicates.
 //! - [`TusService`]: the innermost tower service, over one pooled `reqwest::Client`.
+//! - [`plugin`]: the [`Plugin`] trait, [`Registry`], and the type-erased [`Stack`] and
+//!   [`BoxLayer`] that middleware is built as.
 //!
 //! A stack speaks `http::Request<Body>` in and `http::Response<Bytes>` out, with
 //! [`Error`] as its error, so tower and tower-http layers compose with it unchanged.
 
 pub mod body;
+pub mod config;
 pub mod error;
 pub mod operation;
+pub mod plugin;
 pub mod protocol;
 pub mod service;
 
 pub use body::{Body, FileSource, RandomAccess};
 pub use error::{BoxError, Error, Result};
 pub use operation::Operation;
+pub use plugin::{BoxLayer, Endpoint, Plugin, PluginConfig, Registry, Stack};
 pub use protocol::{Capabilities, Metadata};
 pub use service::{TusService, TusServiceBuilder};
 

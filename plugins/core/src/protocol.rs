@@ -434,6 +434,21 @@ pub fn resolve_location(request_url: &reqwest::Url, headers: &HeaderMap) -> Resu
     }
 }
 
+/// `Retry-After` as a wait from `now`: delta-seconds or an HTTP date (a date in the past
+/// is no wait). `None` when absent or malformed.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<std::time::Duration> {
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
 /// Encode bytes as standard base64 (for checksums and metadata values).
 pub fn base64_encode(bytes: &[u8]) -> String {
     general_purpose::STANDARD.encode(bytes)
@@ -557,6 +572,23 @@ mod tests {
         let e =
             resolve_location(&base, &headers(&[("location", "file:///etc/passwd")])).unwrap_err();
         assert!(e.to_string().contains("file"), "{e}");
+    }
+
+    #[test]
+    fn retry_after_seconds_or_date() {
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1403712000);
+        let h = headers(&[("retry-after", "7")]);
+        assert_eq!(
+            retry_after(&h, now),
+            Some(std::time::Duration::from_secs(7))
+        );
+        let h = headers(&[("retry-after", "Wed, 25 Jun 2014 16:00:30 GMT")]);
+        assert_eq!(
+            retry_after(&h, now),
+            Some(std::time::Duration::from_secs(30))
+        );
+        let h = headers(&[("retry-after", "soon")]);
+        assert_eq!(retry_after(&h, now), None);
     }
 
     #[test]

@@ -385,12 +385,20 @@ async fn send(
         _ = watchdog(&clock, shared.stall_timeout) => Err(Error::timeout("stall")),
     };
     let resp = result.map_err(annotate)?;
-    let status = resp.status();
     tracing::trace!(
         operation = op.map(Operation::as_str),
-        status = status.as_u16(),
+        status = resp.status().as_u16(),
         "answered"
     );
+    error_for_status(resp).map_err(annotate)
+}
+
+/// The response for a 2xx status, else an [`Error`] with the status, an excerpt of the
+/// body, `Tus-Version` for 412 and `Retry-After` when given (in the manner of reqwest's
+/// `error_for_status`). Layers that answer errors as responses (tower-http's timeout
+/// answers 408) are turned into errors with this at every layer boundary.
+pub fn error_for_status(resp: Response<Bytes>) -> Result<Response<Bytes>> {
+    let status = resp.status();
     if status.is_success() {
         return Ok(resp);
     }
@@ -399,7 +407,11 @@ async fn send(
         .flatten()
         .map(|v| v.join(", "))
         .filter(|v| !v.is_empty());
-    Err(annotate(Error::status(status, resp.body(), tus_version)))
+    let mut err = Error::status(status, resp.body(), tus_version);
+    if let Some(after) = protocol::retry_after(resp.headers(), std::time::SystemTime::now()) {
+        err = err.with_retry_after(after);
+    }
+    Err(err)
 }
 
 /// Map a reqwest error; an error of our own body (a local read failure) comes back as
