@@ -1,0 +1,330 @@
+//! tus-aware retry middleware for tusflow.
+//!
+//! [`RetryLayer`] retries what may succeed on a second try: network errors, timeouts,
+//! 5xx, 423 (locked), 408 and 429, and for appends 409 (offset mismatch) and checksum
+//! mismatches (460, or 417). It never retries other 4xx.
+//!
+//! Before re-sending an append it asks the server for its offset with `HEAD` and sends
+//! only the bytes from there (the body is a window that just moves its start), so a
+//! connection cut after N bytes costs the bytes in flight, not the upload. A `HEAD` that
+//! fails is retried like anything else and is never taken for "upload gone".
+//!
+//! Delays grow exponentially with full jitter (or follow an explicit list, like
+//! tus-js-client's `retryDelays`) and honour `Retry-After`. The count of tries resets
+//! whenever the server's offset moves forward, and a total bound ends any loop.
+//!
+//! # Order
+//!
+//! Put it outside auth, rate limiting and checksums (`log -> retry -> auth -> rate-limit
+//! -> checksum`), so every try is signed, paced and checksummed anew.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tusflow_retry::RetryLayer;
+//! let retry = RetryLayer::new().max_attempts(5).initial_delay(Duration::from_millis(100));
+//! let js_style = RetryLayer::with_delays([0, 1000, 3000, 5000].map(Duration::from_millis));
+//! # let _ = (retry, js_style);
+//! ```
+
+mod config;
+mod policy;
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use tower::{Layer, Service, ServiceExt};
+use tusflow_core::protocol::{self, header};
+use tusflow_core::{Body, Error, Operation, Request, Response, Result, Stack};
+
+pub use config::{RetryConfig, RetryPlugin};
+pub use policy::Backoff;
+
+/// Builds [`Retry`] services. Holds only its settings.
+#[derive(Clone, Debug)]
+pub struct RetryLayer {
+    policy: Arc<Backoff>,
+}
+
+impl Default for RetryLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RetryLayer {
+    /// Exponential backoff with full jitter: 8 tries without progress, 200 ms to 30 s.
+    pub fn new() -> Self {
+        RetryLayer {
+            policy: Arc::new(Backoff::default()),
+        }
+    }
+
+    /// Retry after exactly these delays, then give up (tus-js-client's `retryDelays`).
+    pub fn with_delays(delays: impl IntoIterator<Item = Duration>) -> Self {
+        let mut b = Backoff::default();
+        b.delays = Some(delays.into_iter().collect());
+        b.max_attempts = b.delays.as_ref().map_or(1, |d| d.len() as u32 + 1);
+        RetryLayer {
+            policy: Arc::new(b),
+        }
+    }
+
+    /// From a [`Backoff`] policy.
+    pub fn from_policy(policy: Backoff) -> Self {
+        RetryLayer {
+            policy: Arc::new(policy),
+        }
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Backoff)) -> Self {
+        f(Arc::make_mut(&mut self.policy));
+        self
+    }
+
+    /// Tries in a row without progress, the first included (tuspy's `retries` + 1).
+    pub fn max_attempts(self, n: u32) -> Self {
+        self.edit(|b| b.max_attempts = n.max(1))
+    }
+
+    /// Tries in all, progress or not.
+    pub fn max_total_attempts(self, n: u32) -> Self {
+        self.edit(|b| b.max_total_attempts = n.max(1))
+    }
+
+    /// The first backoff delay (the ceiling of the first jittered wait).
+    pub fn initial_delay(self, d: Duration) -> Self {
+        self.edit(|b| b.initial_delay = d)
+    }
+
+    /// The longest backoff delay.
+    pub fn max_delay(self, d: Duration) -> Self {
+        self.edit(|b| b.max_delay = d)
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Backoff {
+        &self.policy
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry {
+            inner,
+            policy: Arc::clone(&self.policy),
+        }
+    }
+}
+
+/// The retry service; see the [crate docs](crate).
+#[derive(Clone)]
+pub struct Retry<S> {
+    inner: S,
+    policy: Arc<Backoff>,
+}
+
+impl<S> fmt::Debug for Retry<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Service<Request> for Retry<S>
+where
+    S: Service<Request, Response = Response, Error = Error> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Error;
+    type Future = tusflow_core::service::ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<()>> {
+        // Each try clones the inner service and waits for it to be ready then.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let inner = Stack::new(self.inner.clone());
+        let policy = Arc::clone(&self.policy);
+        Box::pin(run(inner, policy, req))
+    }
+}
+
+/// What is needed to build the request again.
+struct Template {
+    parts: http::request::Parts,
+    body: Body,
+}
+
+impl Template {
+    fn new(req: Request) -> (Self, Request) {
+        let (parts, body) = req.into_parts();
+        let t = Template {
+            parts: clone_parts(&parts),
+            body: body.clone(),
+        };
+        (t, Request::from_parts(parts, body))
+    }
+
+    fn request(&self) -> Request {
+        Request::from_parts(clone_parts(&self.parts), self.body.clone())
+    }
+
+    /// The append again, from `offset` (the window start moves; nothing is re-read).
+    fn append_from(&self, start: u64, offset: u64) -> Request {
+        let mut parts = clone_parts(&self.parts);
+        parts
+            .headers
+            .insert(header::UPLOAD_OFFSET, HeaderValue::from(offset));
+        Request::from_parts(parts, self.body.advance(offset - start))
+    }
+
+    /// A `HEAD` for the offset of the same upload, with the same headers (auth, ...)
+    /// but none of the append's own.
+    fn offset_request(&self) -> Request {
+        let mut parts = clone_parts(&self.parts);
+        parts.method = http::Method::HEAD;
+        parts.extensions.insert(Operation::Offset);
+        for h in [
+            header::UPLOAD_OFFSET,
+            header::UPLOAD_LENGTH,
+            header::UPLOAD_CHECKSUM,
+            http::header::CONTENT_TYPE,
+            http::header::CONTENT_LENGTH,
+        ] {
+            parts.headers.remove(h);
+        }
+        Request::from_parts(parts, Body::empty())
+    }
+}
+
+fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = p.method.clone();
+    parts.uri = p.uri.clone();
+    parts.version = p.version;
+    parts.headers = p.headers.clone();
+    parts.extensions = p.extensions.clone();
+    parts
+}
+
+/// True when `err` may succeed if `op` is tried again.
+fn retryable(op: Option<Operation>, err: &Error) -> bool {
+    if !err.is_retryable() {
+        return false;
+    }
+    // An offset or checksum mismatch means something only for an append.
+    let append_only = err.is_offset_mismatch() || err.is_checksum_mismatch();
+    !append_only || op == Some(Operation::Append)
+}
+
+/// Counts tries: in a row without progress, and in all.
+struct Attempts<'a> {
+    policy: &'a Backoff,
+    streak: u32,
+    total: u32,
+}
+
+impl Attempts<'_> {
+    /// After a failed try: wait and return true when another try is allowed.
+    async fn again(&mut self, op: Option<Operation>, err: &Error) -> bool {
+        if !retryable(op, err)
+            || self.streak >= self.policy.max_attempts
+            || self.total >= self.policy.max_total_attempts
+        {
+            return false;
+        }
+        let delay = self.policy.delay(self.streak, err.retry_after());
+        tracing::warn!(
+            operation = op.map(Operation::as_str),
+            attempt = self.total,
+            delay_ms = delay.as_millis() as u64,
+            error = %err,
+            "retrying"
+        );
+        tokio::time::sleep(delay).await;
+        self.streak += 1;
+        self.total += 1;
+        true
+    }
+}
+
+async fn run(inner: Stack, policy: Arc<Backoff>, req: Request) -> Result<Response> {
+    let op = req.extensions().get::<Operation>().copied();
+    let (template, first) = Template::new(req);
+    let mut tries = Attempts {
+        policy: &policy,
+        streak: 1,
+        total: 1,
+    };
+    if op != Some(Operation::Append) {
+        let mut req = first;
+        loop {
+            match inner.clone().oneshot(req).await {
+                Ok(r) => return Ok(r),
+                Err(e) if tries.again(op, &e).await => req = template.request(),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    // An append: [start, end) of the upload.
+    let start = protocol::upload_offset(&template.parts.headers)
+        .map_err(|_| Error::invalid("an append request without a valid Upload-Offset"))?;
+    let end = start + template.body.len();
+    let mut from = start;
+    let mut req = first;
+    loop {
+        let err = match inner.clone().oneshot(req).await {
+            Ok(r) => return Ok(r),
+            Err(e) => e,
+        };
+        if !tries.again(op, &err).await {
+            return Err(err);
+        }
+        // Where is the server now? Ask until it answers, within the same budget.
+        let offset = loop {
+            match inner.clone().oneshot(template.offset_request()).await {
+                Ok(resp) => break protocol::upload_offset(resp.headers())?,
+                Err(e) if tries.again(Some(Operation::Offset), &e).await => {}
+                Err(e) => return Err(e),
+            }
+        };
+        if offset < start {
+            return Err(Error::protocol(
+                "Upload-Offset",
+                format!("the server's offset went back from {start} to {offset}"),
+            ));
+        }
+        if offset >= end {
+            // The append went through; only its answer was lost.
+            tracing::debug!(offset, "append was complete after all");
+            return Ok(http::Response::builder()
+                .status(http::StatusCode::NO_CONTENT)
+                .header(header::UPLOAD_OFFSET, offset)
+                .body(Bytes::new())
+                .expect("valid response"));
+        }
+        if offset > from {
+            // Progress: a fresh run of tries.
+            tries.streak = 1;
+        }
+        tracing::debug!(
+            offset,
+            sent_from = from,
+            "re-sending from the server's offset"
+        );
+        from = offset;
+        req = template.append_from(start, offset);
+    }
+}
+
+#[cfg(test)]
+mod tests;
