@@ -1,0 +1,316 @@
+//! Checksum middleware for tusflow: `Upload-Checksum` on every append.
+//!
+//! The algorithm is negotiated once per endpoint from `OPTIONS` (`Tus-Extension:
+//! checksum` and `Tus-Checksum-Algorithm`): the first of the layer's preferences that the
+//! server supports. Appends are split into chunks of at most the layer's chunk size,
+//! each with its own digest; a chunk the server rejects with a checksum mismatch (460,
+//! or 417 from some servers) is re-sent. A server without the extension gets a clear
+//! error, or plain appends when the layer is not `required`.
+//!
+//! Each chunk is read twice (once to hash, once to send), block by block, so memory
+//! stays at a block or two whatever the chunk size.
+//!
+//! # Order
+//!
+//! Innermost of the built-ins (`log -> retry -> auth -> rate-limit -> checksum`): a
+//! retry re-sends from the server's offset and the chunks are digested anew.
+//!
+//! ```
+//! use tusflow_checksum::{Algorithm, ChecksumLayer};
+//! let sha256 = ChecksumLayer::sha256();
+//! let any = ChecksumLayer::negotiate([Algorithm::Sha256, Algorithm::Sha1]).chunk_size(4 << 20);
+//! # let _ = (sha256, any);
+//! ```
+
+mod algorithm;
+mod config;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use http::HeaderValue;
+use http_body_util::BodyExt;
+use tower::{Layer, Service, ServiceExt};
+use tusflow_core::protocol::{self, header};
+use tusflow_core::{
+    Body, Capabilities, Endpoint, Error, Operation, Request, Response, Result, Stack,
+};
+
+pub use algorithm::{Algorithm, Hasher};
+pub use config::{ChecksumConfig, ChecksumPlugin};
+
+/// The default chunk size: 8 MiB.
+pub const DEFAULT_CHUNK_SIZE: u64 = 8 << 20;
+
+/// Builds [`Checksum`] services; they share the negotiated algorithm per endpoint.
+#[derive(Clone)]
+pub struct ChecksumLayer {
+    preferences: Arc<Vec<Algorithm>>,
+    chunk_size: u64,
+    required: bool,
+    resend: u32,
+    negotiated: Arc<Mutex<HashMap<String, Option<Algorithm>>>>,
+}
+
+impl fmt::Debug for ChecksumLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChecksumLayer")
+            .field("preferences", &self.preferences)
+            .field("chunk_size", &self.chunk_size)
+            .field("required", &self.required)
+            .field("resend", &self.resend)
+            .finish()
+    }
+}
+
+impl ChecksumLayer {
+    /// The first of `preferences` that the server supports.
+    pub fn negotiate(preferences: impl IntoIterator<Item = Algorithm>) -> Self {
+        ChecksumLayer {
+            preferences: Arc::new(preferences.into_iter().collect()),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            required: true,
+            resend: 3,
+            negotiated: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// SHA-256 only.
+    pub fn sha256() -> Self {
+        Self::negotiate([Algorithm::Sha256])
+    }
+
+    /// SHA-1 only (which every server with the extension supports).
+    pub fn sha1() -> Self {
+        Self::negotiate([Algorithm::Sha1])
+    }
+
+    /// Any algorithm, strongest first.
+    pub fn any() -> Self {
+        Self::negotiate(Algorithm::ALL)
+    }
+
+    /// Split appends into chunks of at most `size` bytes (default 8 MiB).
+    pub fn chunk_size(mut self, size: u64) -> Self {
+        self.chunk_size = size.max(1);
+        self
+    }
+
+    /// When false, a server without a common algorithm gets plain appends (with a
+    /// warning) instead of an error.
+    pub fn required(mut self, required: bool) -> Self {
+        self.required = required;
+        self
+    }
+
+    /// Re-send a chunk at most `n` times after a checksum mismatch (default 3).
+    pub fn resend(mut self, n: u32) -> Self {
+        self.resend = n;
+        self
+    }
+}
+
+impl<S> Layer<S> for ChecksumLayer {
+    type Service = Checksum<S>;
+    fn layer(&self, inner: S) -> Checksum<S> {
+        Checksum {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The checksum service; see the [crate docs](crate).
+#[derive(Clone)]
+pub struct Checksum<S> {
+    inner: S,
+    layer: ChecksumLayer,
+}
+
+impl<S> fmt::Debug for Checksum<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Checksum")
+            .field("layer", &self.layer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Service<Request> for Checksum<S>
+where
+    S: Service<Request, Response = Response, Error = Error> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Error;
+    type Future = tusflow_core::service::ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let inner = Stack::new(self.inner.clone());
+        if req.extensions().get::<Operation>() != Some(&Operation::Append) || req.body().is_empty()
+        {
+            return Box::pin(inner.oneshot(req));
+        }
+        Box::pin(append(inner, self.layer.clone(), req))
+    }
+}
+
+/// Hash a body, block by block.
+pub async fn digest(algorithm: Algorithm, body: Body) -> Result<Vec<u8>> {
+    let mut h = algorithm.hasher();
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            h.update(&data);
+        }
+    }
+    Ok(h.finish())
+}
+
+/// The algorithm to use with the endpoint of `req`, asking the server once.
+async fn negotiated(
+    inner: &Stack,
+    layer: &ChecksumLayer,
+    req: &Request,
+) -> Result<Option<Algorithm>> {
+    let url = match req.extensions().get::<Endpoint>() {
+        Some(Endpoint(ep)) => ep.clone(),
+        None => req
+            .uri()
+            .to_string()
+            .parse()
+            .map_err(|_| Error::invalid("append request URI is not a URL"))?,
+    };
+    let key = url.as_str().to_owned();
+    if let Some(found) = layer
+        .negotiated
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+    {
+        return Ok(*found);
+    }
+    let mut options = http::Request::options(url.as_str())
+        .extension(Operation::Discover)
+        .extension(Endpoint(url.clone()))
+        .body(Body::empty())
+        .expect("valid request");
+    // The same credentials as the append (the auth layer may be inside this one).
+    for (n, v) in req.headers() {
+        if n.as_str().starts_with("upload-")
+            || n == http::header::CONTENT_TYPE
+            || n == http::header::CONTENT_LENGTH
+        {
+            continue;
+        }
+        options.headers_mut().insert(n.clone(), v.clone());
+    }
+    let caps = Capabilities::from_headers(inner.clone().oneshot(options).await?.headers())?;
+    let shown = protocol::redact_url(&url);
+    let choice = if caps.supports("checksum") {
+        layer
+            .preferences
+            .iter()
+            .copied()
+            .find(|a| caps.checksum_algorithms.iter().any(|s| s == a.as_str()))
+    } else {
+        None
+    };
+    let choice = match choice {
+        Some(a) => {
+            tracing::debug!(algorithm = a.as_str(), "checksum algorithm negotiated");
+            Some(a)
+        }
+        None => {
+            let why = if caps.supports("checksum") {
+                format!(
+                    "supports none of the checksum algorithms {} (it offers: {})",
+                    layer
+                        .preferences
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    caps.checksum_algorithms.join(", ")
+                )
+            } else {
+                "does not support the tus checksum extension".to_owned()
+            };
+            if layer.required {
+                return Err(Error::invalid(format!("the server at {shown} {why}")));
+            }
+            tracing::warn!("the server at {shown} {why}: uploading without checksums");
+            None
+        }
+    };
+    layer
+        .negotiated
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, choice);
+    Ok(choice)
+}
+
+async fn append(inner: Stack, layer: ChecksumLayer, req: Request) -> Result<Response> {
+    let Some(algorithm) = negotiated(&inner, &layer, &req).await? else {
+        return inner.oneshot(req).await;
+    };
+    let start = protocol::upload_offset(req.headers())
+        .map_err(|_| Error::invalid("an append request without a valid Upload-Offset"))?;
+    let (parts, body) = req.into_parts();
+    let len = body.len();
+    let mut pos = 0;
+    loop {
+        let end = (pos + layer.chunk_size).min(len);
+        let piece = body.slice(pos, end);
+        let sum = format!(
+            "{} {}",
+            algorithm.as_str(),
+            protocol::base64_encode(&digest(algorithm, piece.clone()).await?)
+        );
+        let mut mismatches = 0;
+        let resp = loop {
+            let mut req = http::Request::new(piece.clone());
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = parts.uri.clone();
+            *req.version_mut() = parts.version;
+            *req.headers_mut() = parts.headers.clone();
+            *req.extensions_mut() = parts.extensions.clone();
+            let h = req.headers_mut();
+            h.insert(header::UPLOAD_OFFSET, HeaderValue::from(start + pos));
+            h.insert(
+                header::UPLOAD_CHECKSUM,
+                HeaderValue::try_from(sum.as_str()).expect("base64 is ASCII"),
+            );
+            if pos > 0 {
+                // Upload-Length (deferred uploads) goes with the first chunk only.
+                h.remove(header::UPLOAD_LENGTH);
+            }
+            match inner.clone().oneshot(req).await {
+                Err(e) if e.is_checksum_mismatch() && mismatches < layer.resend => {
+                    mismatches += 1;
+                    tracing::warn!(
+                        offset = start + pos,
+                        len = end - pos,
+                        "checksum mismatch: re-sending the chunk"
+                    );
+                }
+                other => break other?,
+            }
+        };
+        let acked = protocol::upload_offset(resp.headers())?;
+        if end == len || acked != start + end {
+            // Done, or the server disagrees: the driver checks the offset.
+            return Ok(resp);
+        }
+        pos = end;
+    }
+}
+
+#[cfg(test)]
+mod tests;
