@@ -16,8 +16,7 @@ use crate::core::{
 };
 use crate::upload::{Source, Uploader};
 
-/// A type-erased stack: what every layer of a [`Client`] wraps.
-pub type Stack = BoxCloneSyncService<crate::Request, crate::Response, Error>;
+pub use crate::core::Stack;
 
 /// A tus client: an endpoint, default headers, and a tower stack of middleware around
 /// the [`TusService`]. Cheap to clone; clones share the connection pool.
@@ -207,24 +206,29 @@ impl ClientBuilder {
     /// `b`, then the [`TusService`].
     ///
     /// Any layer over `http::Request<Body>` works, including tower-http's; an error
-    /// type other than [`Error`] is wrapped into one.
+    /// type other than [`Error`] is wrapped into one, and a non-2xx response from the
+    /// layer becomes an [`Error`] (so tower-http's timeout answer, a 408, is a
+    /// retryable error for the layers around it).
     pub fn layer<L>(mut self, layer: L) -> Self
     where
-        L: Layer<Stack> + Send + 'static,
+        L: Layer<Stack> + Send + Sync + 'static,
         L::Service:
             Service<crate::Request, Response = crate::Response> + Clone + Send + Sync + 'static,
         <L::Service as Service<crate::Request>>::Error: Into<BoxError>,
         <L::Service as Service<crate::Request>>::Future: Send + 'static,
     {
-        self.layers.push(Box::new(move |inner: Stack| {
-            BoxCloneSyncService::new(
-                layer
-                    .layer(inner)
-                    .map_err(|e: <L::Service as Service<crate::Request>>::Error| {
-                        Error::from(e.into())
-                    }),
-            )
-        }));
+        let layer = crate::core::BoxLayer::new("layer", layer);
+        self.layers
+            .push(Box::new(move |inner: Stack| layer.layer(inner)));
+        self
+    }
+
+    /// Wrap the stack in these layers, outermost first (what
+    /// [`Registry::build`](crate::plugins::Registry::build) returns).
+    pub fn layers(mut self, layers: impl IntoIterator<Item = crate::core::BoxLayer>) -> Self {
+        for l in layers {
+            self = self.layer(l);
+        }
         self
     }
 
@@ -344,13 +348,16 @@ impl Client {
         Uploader::new(self.clone(), source.into())
     }
 
-    /// A request for `op` on `url`, with the default headers and the operation
-    /// extension.
+    /// A request for `op` on `url`, with the default headers and the [`Operation`] and
+    /// [`Endpoint`](crate::core::Endpoint) extensions (the endpoint is the client's, or
+    /// `url` itself when the client has none).
     pub fn request(&self, op: Operation, url: &Url, body: Body) -> Result<crate::Request> {
+        let endpoint = self.endpoint().unwrap_or(url).clone();
         let mut req = http::Request::builder()
             .method(op.method())
             .uri(url.as_str())
             .extension(op)
+            .extension(crate::core::Endpoint(endpoint))
             .body(body)
             .map_err(|e| Error::invalid(format!("invalid request URL: {e}")))?;
         let defaults = Arc::clone(&self.inner.headers.read().unwrap_or_else(|p| p.into_inner()));

@@ -40,8 +40,20 @@ pub use tusflow_core::{
 };
 
 pub mod client;
+pub mod plugins;
 pub mod size;
 pub mod upload;
+
+#[cfg(feature = "auth")]
+pub use tusflow_auth as auth;
+#[cfg(feature = "checksum")]
+pub use tusflow_checksum as checksum;
+#[cfg(feature = "log")]
+pub use tusflow_log as log;
+#[cfg(feature = "rate-limit")]
+pub use tusflow_rate_limit as rate_limit;
+#[cfg(feature = "retry")]
+pub use tusflow_retry as retry;
 
 pub use client::{Client, ClientBuilder, UploadStatus};
 pub use reqwest::Url;

@@ -78,6 +78,13 @@ struct UploadArgs {
     /// Metadata pair, repeatable; filename and filetype are added unless given
     #[arg(short, long = "meta", value_name = "KEY=VALUE")]
     meta: Vec<String>,
+    /// Cap the upload bandwidth, shared by all files, e.g. 20MB/s or 512KiB
+    #[arg(long, value_name = "SIZE/s")]
+    rate_limit: Option<String>,
+    /// Send Upload-Checksum with every chunk: sha256, sha512, sha1, md5, crc32, or
+    /// "any" (the strongest the server supports)
+    #[arg(long, value_name = "ALGO")]
+    checksum: Option<String>,
     #[command(flatten)]
     conn: ConnArgs,
     /// One JSON object per file on stdout
@@ -108,6 +115,9 @@ struct ConnArgs {
     /// Send PATCH and DELETE as POST with X-HTTP-Method-Override
     #[arg(long)]
     method_override: bool,
+    /// Retries after a failure without progress (backoff, offset re-sync); 0 = none
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    retries: u32,
 }
 
 /// A usage or configuration problem (exit 2), or a failure (exit 1).
@@ -211,8 +221,55 @@ fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), Failure> {
     Ok((n, v))
 }
 
-fn client(endpoint: Option<&str>, conn: &ConnArgs) -> Result<Client, Failure> {
+/// The middleware stack the flags describe, built by the plugin registry exactly as a
+/// config file's `middleware` section would be.
+fn middleware(
+    conn: &ConnArgs,
+    rate_limit: Option<&str>,
+    checksum: Option<&str>,
+    chunk_size: Option<u64>,
+) -> Result<Vec<tusflow::core::BoxLayer>, Failure> {
+    let mut stack = vec!["log".to_owned()];
+    let mut config = serde_json::Map::new();
+    if conn.retries > 0 {
+        stack.push("retry".into());
+        config.insert("retry".into(), json!({ "max_attempts": conn.retries + 1 }));
+    }
+    if let Some(rate) = rate_limit {
+        let bytes = parse_size(rate.trim().trim_end_matches("/s")).map_err(|_| {
+            Failure::Usage(format!(
+                "invalid --rate-limit {rate:?}: expected a size per second, e.g. 20MB/s"
+            ))
+        })?;
+        stack.push("rate-limit".into());
+        config.insert("rate-limit".into(), json!({ "bytes_per_second": bytes }));
+    }
+    if let Some(algo) = checksum {
+        let algorithms = if algo.eq_ignore_ascii_case("any") {
+            json!(["sha256", "sha512", "sha1", "md5", "crc32"])
+        } else {
+            json!([algo])
+        };
+        let mut section = json!({ "algorithms": algorithms });
+        if let Some(c) = chunk_size {
+            section["chunk_size"] = json!(c);
+        }
+        stack.push("checksum".into());
+        config.insert("checksum".into(), section);
+    }
+    let figment = figment::Figment::from(figment::providers::Serialized::defaults(
+        json!({ "middleware": config }),
+    ));
+    Ok(tusflow::plugins::builtin().build(&stack, &figment)?)
+}
+
+fn client(
+    endpoint: Option<&str>,
+    conn: &ConnArgs,
+    layers: Vec<tusflow::core::BoxLayer>,
+) -> Result<Client, Failure> {
     let mut b = Client::builder()
+        .layers(layers)
         .connect_timeout(secs("connect-timeout", conn.connect_timeout)?)
         .stall_timeout(secs("stall-timeout", conn.stall_timeout)?)
         .method_override(conn.method_override);
@@ -261,7 +318,13 @@ async fn upload(args: UploadArgs) -> Result<u8, Failure> {
             .ok_or_else(|| Failure::Usage(format!("invalid --meta {m:?}: expected KEY=VALUE")))?;
         meta.insert(k, v)?;
     }
-    let client = client(args.endpoint.as_deref(), &args.conn)?;
+    let layers = middleware(
+        &args.conn,
+        args.rate_limit.as_deref(),
+        args.checksum.as_deref(),
+        chunk_size,
+    )?;
+    let client = client(args.endpoint.as_deref(), &args.conn, layers)?;
 
     let mut failed = false;
     for path in &args.paths {
@@ -328,7 +391,7 @@ async fn upload(args: UploadArgs) -> Result<u8, Failure> {
 }
 
 async fn info(endpoint: &str, conn: &ConnArgs, json: bool) -> Result<u8, Failure> {
-    let client = client(Some(endpoint), conn)?;
+    let client = client(Some(endpoint), conn, middleware(conn, None, None, None)?)?;
     let caps = client.capabilities().await?;
     if json {
         println!(
@@ -362,7 +425,7 @@ async fn info(endpoint: &str, conn: &ConnArgs, json: bool) -> Result<u8, Failure
 
 async fn status(upload_url: &str, conn: &ConnArgs, json: bool) -> Result<u8, Failure> {
     let url = parse_http_url("upload URL", upload_url)?;
-    let client = client(None, conn)?;
+    let client = client(None, conn, middleware(conn, None, None, None)?)?;
     let st = match client.status(&url).await {
         Ok(st) => st,
         Err(e) if e.is_gone() => {
