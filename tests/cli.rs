@@ -197,3 +197,58 @@ fn info_and_status() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("404"), "{}", stderr(&out));
 }
+
+#[test]
+fn checksum_rate_limit_and_retries_flags() {
+    let rustus = support::RustusServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = make_file(dir.path(), "sum.bin", 1_000_000, 9);
+    let path = f.to_str().unwrap();
+    let out = tusflow(&[
+        "upload",
+        "-e",
+        &rustus.endpoint,
+        "--checksum",
+        "sha1",
+        "--chunk-size",
+        "200KB",
+        "--rate-limit",
+        "50MB/s",
+        "--retries",
+        "3",
+        "--json",
+        path,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let line = &json_lines(&out)[0];
+    support::assert_same_files(&rustus.stored_path(line["url"].as_str().unwrap()), &f);
+
+    // @tus/server has no checksum extension: a clear failure, not a usage error.
+    let server = TusServer::start();
+    let out = tusflow(&[
+        "upload",
+        "-e",
+        &server.endpoint,
+        "--checksum",
+        "sha256",
+        path,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not support the tus checksum extension"),
+        "{}",
+        stderr(&out)
+    );
+
+    for (args, needle) in [
+        (&["--checksum", "sha3"][..], "\"sha3\""),
+        (&["--rate-limit", "fast"][..], "\"fast\""),
+    ] {
+        let mut all = vec!["upload", "-e", server.endpoint.as_str()];
+        all.extend_from_slice(args);
+        all.push(path);
+        let out = tusflow(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+    }
+}

@@ -3,6 +3,8 @@
 //! and started on 127.0.0.1 on a free port, plus helpers to make and compare files.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -47,6 +49,8 @@ pub struct TusServer {
     child: Child,
     /// The creation endpoint, `http://127.0.0.1:PORT/files/`.
     pub endpoint: String,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
     /// Where the server stores uploads.
     pub dir: tempfile::TempDir,
 }
@@ -89,6 +93,7 @@ impl TusServer {
         TusServer {
             child,
             endpoint: info["endpoint"].as_str().unwrap().to_owned(),
+            addr: format!("127.0.0.1:{}", info["port"]),
             dir,
         }
     }
@@ -128,6 +133,88 @@ impl TusServer {
 }
 
 impl Drop for TusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// rustus (a tus server in Rust) built with `hashers`, so it verifies checksums.
+/// Installed (and cached) by `scripts/install-rustus`; stopped by PID when dropped.
+pub struct RustusServer {
+    child: Child,
+    /// The creation endpoint, `http://127.0.0.1:PORT/files/`.
+    pub endpoint: String,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    /// Where rustus stores uploads.
+    pub dir: tempfile::TempDir,
+}
+
+impl RustusServer {
+    /// Start rustus with extra arguments (e.g. `--max-body-size`).
+    pub fn start(args: &[&str]) -> Self {
+        static LOCK: Mutex<Option<PathBuf>> = Mutex::new(None);
+        let bin = {
+            let mut guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.is_none() {
+                let lock =
+                    File::create(std::env::temp_dir().join("tusflow-rustus-install.lock")).unwrap();
+                lock.lock().unwrap();
+                let out = Command::new("bash")
+                    .arg(root().join("scripts/install-rustus"))
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .expect("run scripts/install-rustus");
+                assert!(out.status.success(), "scripts/install-rustus failed");
+                *guard = Some(PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()));
+            }
+            guard.clone().unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // A free port: bind, note it, release it for rustus.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--info-dir")
+            .arg(dir.path())
+            .args(["--log-level", "ERROR", "--workers", "2"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start rustus");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                panic!("rustus did not start on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RustusServer {
+            child,
+            endpoint: format!("http://{addr}/files/"),
+            addr,
+            dir,
+        }
+    }
+
+    /// Where rustus stored the upload at `url`.
+    pub fn stored_path(&self, url: &str) -> PathBuf {
+        let id = url.trim_end_matches('/').rsplit('/').next().unwrap();
+        self.dir.path().join(id)
+    }
+}
+
+impl Drop for RustusServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
