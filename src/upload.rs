@@ -300,6 +300,35 @@ impl Uploader {
     }
 
     async fn run(&mut self, stop_at: Option<u64>) -> Result<Uploaded> {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!(
+            "tus.upload",
+            source = ?self.source,
+            url = tracing::field::Empty,
+            stop_at
+        );
+        if let Some(u) = &self.url {
+            span.record("url", protocol::redact_url(u));
+        }
+        let result = self
+            .drive(stop_at, span.clone())
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(done) => span.in_scope(|| {
+                tracing::info!(
+                    offset = done.offset,
+                    complete = done.complete,
+                    resumed = done.resumed,
+                    "upload done"
+                )
+            }),
+            Err(e) => span.in_scope(|| tracing::warn!(error = %e, "upload failed")),
+        }
+        result
+    }
+
+    async fn drive(&mut self, stop_at: Option<u64>, span: tracing::Span) -> Result<Uploaded> {
         let total = self.open().await?;
         let (url, mut offset, resumed, mut send_length) = match self.url.clone() {
             Some(url) => {
@@ -327,6 +356,7 @@ impl Uploader {
             }
             None => {
                 let url = self.client.create(Some(total), &self.metadata).await?;
+                span.record("url", protocol::redact_url(&url));
                 self.url = Some(url.clone());
                 (url, 0, false, false)
             }

@@ -173,7 +173,7 @@ impl TusServiceBuilder {
                     .connect_timeout(self.connect_timeout)
                     .tcp_nodelay(true)
                     .pool_idle_timeout(Duration::from_secs(60))
-                    .redirect(reqwest::redirect::Policy::limited(5))
+                    .redirect(same_origin_redirects())
                     .user_agent(self.user_agent)
                     .tls_danger_accept_invalid_certs(self.accept_invalid_certs);
                 for pem in &self.root_certificates {
@@ -209,6 +209,23 @@ impl TusServiceBuilder {
             }),
         })
     }
+}
+
+/// Follow at most 5 redirects, and only within the origin of the request: a redirect to
+/// another origin is answered as it is (an error), so no header of the request (no
+/// credential of any name) ever reaches another host.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(|u| u.origin());
+        if attempt.previous().len() > 5 {
+            attempt.error("too many redirects")
+        } else if first.is_some_and(|o| o == attempt.url().origin()) {
+            attempt.follow()
+        } else {
+            tracing::warn!(to = %protocol::redact_url(attempt.url()), "not following a redirect to another origin");
+            attempt.stop()
+        }
+    })
 }
 
 /// Install ring as the process's rustls provider, unless one is installed already.
@@ -509,6 +526,31 @@ mod tests {
             sent.starts_with("post ") && sent.contains("x-http-method-override: delete"),
             "{sent}"
         );
+    }
+
+    #[tokio::test]
+    async fn redirects_to_another_origin_are_not_followed() {
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let other_url = format!("http://{}/files/x", other.local_addr().unwrap());
+        let answer: &'static str = Box::leak(
+            format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {other_url}\r\nContent-Length: 0\r\n\r\n")
+                .into_boxed_str(),
+        );
+        let (url, h) = canned(answer);
+        let svc = TusService::builder().build().unwrap();
+        let mut req = request(Operation::Offset, &url);
+        req.headers_mut()
+            .insert("x-api-key", HeaderValue::from_static("s3cr3t"));
+        let err = svc.oneshot(req).await.unwrap_err();
+        h.join().unwrap();
+        assert_eq!(
+            err.status_code(),
+            Some(http::StatusCode::TEMPORARY_REDIRECT),
+            "{err:?}"
+        );
+        // Nobody connected to the other origin.
+        other.set_nonblocking(true).unwrap();
+        assert!(other.accept().is_err());
     }
 
     #[tokio::test]
