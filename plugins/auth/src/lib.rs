@@ -216,16 +216,6 @@ fn in_scope(req: &Request, allowed: &[String]) -> bool {
     }
 }
 
-fn copy_request(req: &Request) -> Request {
-    let mut r = http::Request::new(req.body().clone());
-    *r.method_mut() = req.method().clone();
-    *r.uri_mut() = req.uri().clone();
-    *r.version_mut() = req.version();
-    *r.headers_mut() = req.headers().clone();
-    *r.extensions_mut() = req.extensions().clone();
-    r
-}
-
 impl<S> Service<Request> for Auth<S>
 where
     S: Service<Request, Response = Response, Error = Error> + Clone + Send + Sync + 'static,
@@ -256,7 +246,7 @@ where
                 let p = Arc::clone(p);
                 Box::pin(async move {
                     let token = p.token().await?;
-                    let replay = copy_request(&req);
+                    let replay = tusflow_core::clone_request(&req);
                     req.headers_mut()
                         .insert(AUTHORIZATION, bearer_value(token.expose())?);
                     match inner.clone().oneshot(req).await {

@@ -275,12 +275,7 @@ async fn append(inner: Stack, layer: ChecksumLayer, req: Request) -> Result<Resp
         );
         let mut mismatches = 0;
         let resp = loop {
-            let mut req = http::Request::new(piece.clone());
-            *req.method_mut() = parts.method.clone();
-            *req.uri_mut() = parts.uri.clone();
-            *req.version_mut() = parts.version;
-            *req.headers_mut() = parts.headers.clone();
-            *req.extensions_mut() = parts.extensions.clone();
+            let mut req = Request::from_parts(tusflow_core::clone_parts(&parts), piece.clone());
             let h = req.headers_mut();
             h.insert(header::UPLOAD_OFFSET, HeaderValue::from(start + pos));
             h.insert(

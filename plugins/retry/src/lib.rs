@@ -38,7 +38,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use tower::{Layer, Service, ServiceExt};
 use tusflow_core::protocol::{self, header};
-use tusflow_core::{Body, Error, Operation, Request, Response, Result, Stack};
+use tusflow_core::{Body, Error, Operation, Request, Response, Result, Stack, clone_parts};
 
 pub use config::{RetryConfig, RetryPlugin};
 pub use policy::Backoff;
@@ -203,16 +203,6 @@ impl Template {
         }
         Request::from_parts(parts, Body::empty())
     }
-}
-
-fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
-    let (mut parts, ()) = http::Request::new(()).into_parts();
-    parts.method = p.method.clone();
-    parts.uri = p.uri.clone();
-    parts.version = p.version;
-    parts.headers = p.headers.clone();
-    parts.extensions = p.extensions.clone();
-    parts
 }
 
 /// True when `err` may succeed if `op` is tried again.
