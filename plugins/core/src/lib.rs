@@ -8,6 +8,7 @@
 //! - [`Operation`]: the tus meaning of a request, carried as a request extension.
 //! - [`Error`]: one opaque error type with predicates.
 //! - [`TusService`]: the innermost tower service, over one pooled `reqwest::Client`.
+//! - [`store`]: [`UrlStore`] and [`Fingerprinter`], to resume across restarts.
 //! - [`plugin`]: the [`Plugin`] trait, [`Registry`], and the type-erased [`Stack`] and
 //!   [`BoxLayer`] that middleware is built as.
 //!
@@ -21,6 +22,7 @@ pub mod operation;
 pub mod plugin;
 pub mod protocol;
 pub mod service;
+pub mod store;
 
 pub use body::{Body, FileSource, RandomAccess};
 pub use error::{BoxError, Error, Result};
@@ -28,6 +30,7 @@ pub use operation::Operation;
 pub use plugin::{BoxLayer, Endpoint, Plugin, PluginConfig, Registry, Stack};
 pub use protocol::{Capabilities, Metadata};
 pub use service::{TusService, TusServiceBuilder};
+pub use store::{Fingerprinter, MemoryStore, SourceInfo, UploadRecord, UrlStore};
 
 /// The request type of every tusflow stack.
 pub type Request = http::Request<Body>;
