@@ -1,0 +1,274 @@
+//! The embedded default URL store of tusflow, on [redb](https://docs.rs/redb).
+//!
+//! One file holds a table `uploads_v1`: key `fingerprint \0 url`, value the
+//! [`UploadRecord`] as JSON. Every change is its own redb write transaction, committed
+//! before the call returns, so a process killed at any moment leaves the file as of the
+//! last committed change.
+//!
+//! The file is opened for each operation and closed after it, so several processes
+//! (two `tusflow upload` at once) share it: redb locks the file while it is open, and
+//! a process that finds it locked waits (30 s at most by default) and then fails with
+//! an error naming the file.
+//!
+//! ```
+//! use tusflow_core::store::{UploadRecord, UrlStore};
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = tusflow_store_redb::RedbStore::open(dir.path().join("uploads.redb")).unwrap();
+//! store.add(&UploadRecord::new("fp", "http://127.0.0.1:1080/files/abc")).unwrap();
+//! assert_eq!(store.find("fp").unwrap().len(), 1);
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tusflow_core::store::{UploadRecord, UrlStore};
+use tusflow_core::{Error, Result};
+
+/// The table, versioned by name.
+const UPLOADS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("uploads_v1");
+
+/// A URL store in a redb file.
+pub struct RedbStore {
+    path: PathBuf,
+    wait: Duration,
+    /// One operation at a time in this process.
+    lock: Mutex<()>,
+}
+
+impl fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedbStore({})", self.path.display())
+    }
+}
+
+/// The default store file: `tusflow/uploads.redb` in the platform's data directory
+/// (`$XDG_DATA_HOME`, else `~/.local/share`; `~/Library/Application Support` on macOS;
+/// `%APPDATA%` on Windows).
+pub fn default_path() -> Option<PathBuf> {
+    let base = if cfg!(windows) {
+        std::env::var_os("APPDATA").map(PathBuf::from)
+    } else if cfg!(target_os = "macos") {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join("Library/Application Support"))
+    } else {
+        std::env::var_os("XDG_DATA_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+    };
+    base.map(|b| b.join("tusflow").join("uploads.redb"))
+}
+
+fn key(fingerprint: &str, url: &str) -> String {
+    format!("{fingerprint}\0{url}")
+}
+
+impl RedbStore {
+    /// Open (or create) the store at `path`, creating its directory. Errors name the
+    /// file: in use by another process for too long, corrupt, not a redb file, not
+    /// writable.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_waiting(path, Duration::from_secs(30))
+    }
+
+    /// Like [`RedbStore::open`], waiting at most `wait` whenever another process has
+    /// the file open.
+    pub fn open_waiting(path: impl AsRef<Path>, wait: Duration) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::invalid(format!(
+                    "cannot create the store directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let store = RedbStore {
+            path,
+            wait,
+            lock: Mutex::new(()),
+        };
+        // Create the file and the table up front: errors show now, and readers never
+        // find the table missing.
+        store.write(|_| Ok(()))?;
+        Ok(store)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: impl Into<redb::Error>) -> Error {
+        store_error(&self.path, e.into())
+    }
+
+    /// Run `f` with the database open, waiting while another process has it.
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let start = Instant::now();
+        let db = loop {
+            match Database::create(&self.path) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < self.wait => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(open_error(&self.path, e.into(), self.wait)),
+            }
+        };
+        f(&db)
+    }
+
+    fn write(&self, f: impl FnOnce(&mut redb::Table<'_, &str, &[u8]>) -> Result<()>) -> Result<()> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.err(e))?;
+            {
+                let mut table = txn.open_table(UPLOADS).map_err(|e| self.err(e))?;
+                f(&mut table)?;
+            }
+            txn.commit().map_err(|e| self.err(e))
+        })
+    }
+
+    fn read_all(&self, filter: impl Fn(&UploadRecord) -> bool) -> Result<Vec<UploadRecord>> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.err(e))?;
+            let table = txn.open_table(UPLOADS).map_err(|e| self.err(e))?;
+            let mut out = Vec::new();
+            for item in table.iter().map_err(|e| self.err(e))? {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                match serde_json::from_slice::<UploadRecord>(v.value()) {
+                    Ok(r) if filter(&r) => out.push(r),
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(Error::invalid(format!(
+                            "the store {} has an unreadable record {:?}: {e}",
+                            self.path.display(),
+                            k.value().split('\0').next().unwrap_or("")
+                        )));
+                    }
+                }
+            }
+            out.sort_by(|a, b| b.updated.cmp(&a.updated).then(b.created.cmp(&a.created)));
+            Ok(out)
+        })
+    }
+}
+
+fn open_error(path: &Path, e: redb::Error, waited: Duration) -> Error {
+    match e {
+        redb::Error::DatabaseAlreadyOpen => Error::invalid(format!(
+            "the store {} stayed in use by another process for {}s (use --store to pick another file, or --no-store)",
+            path.display(),
+            waited.as_secs_f64()
+        )),
+        other => store_error(path, other),
+    }
+}
+
+fn store_error(path: &Path, e: redb::Error) -> Error {
+    let what = match &e {
+        redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_) => {
+            "is corrupt or not a tusflow store"
+        }
+        redb::Error::Io(_) => "cannot be read or written",
+        _ => "failed",
+    };
+    Error::invalid(format!("the store {} {what}: {e}", path.display()))
+}
+
+impl UrlStore for RedbStore {
+    fn find(&self, fingerprint: &str) -> Result<Vec<UploadRecord>> {
+        self.read_all(|r| r.fingerprint == fingerprint)
+    }
+
+    fn add(&self, record: &UploadRecord) -> Result<()> {
+        let value = serde_json::to_vec(record).expect("a record serializes");
+        let k = key(&record.fingerprint, &record.url);
+        self.write(|t| {
+            t.insert(k.as_str(), value.as_slice())
+                .map(drop)
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    fn remove(&self, fingerprint: &str, url: &str) -> Result<bool> {
+        let k = key(fingerprint, url);
+        let mut found = false;
+        self.write(|t| {
+            found = t.remove(k.as_str()).map_err(|e| self.err(e))?.is_some();
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    fn list(&self) -> Result<Vec<UploadRecord>> {
+        self.read_all(|_| true)
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/uploads.redb");
+        {
+            let s = RedbStore::open(&path).unwrap();
+            let mut r = UploadRecord::new("fp1", "http://h/files/a");
+            r.length = Some(10);
+            r.offset = Some(4);
+            s.add(&r).unwrap();
+            s.add(&UploadRecord::new("fp2", "http://h/files/b"))
+                .unwrap();
+            r.offset = Some(8);
+            s.add(&r).unwrap();
+        }
+        let s = RedbStore::open(&path).unwrap();
+        let found = s.find("fp1").unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].offset, Some(8));
+        assert_eq!(s.list().unwrap().len(), 2);
+        assert!(s.remove("fp1", "http://h/files/a").unwrap());
+        assert_eq!(s.remove_url("http://h/files/b").unwrap(), 1);
+        assert!(s.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn stores_share_the_file_and_a_long_lock_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("uploads.redb");
+        let a = RedbStore::open(&path).unwrap();
+        let b = RedbStore::open(&path).unwrap();
+        a.add(&UploadRecord::new("fp", "http://h/files/1")).unwrap();
+        assert_eq!(b.find("fp").unwrap().len(), 1);
+
+        // Someone holds the file open: a short wait, then an error naming it.
+        let held = Database::create(&path).unwrap();
+        let c = RedbStore {
+            path: path.clone(),
+            wait: Duration::from_millis(100),
+            lock: Mutex::new(()),
+        };
+        let e = c.list().unwrap_err().to_string();
+        assert!(
+            e.contains("stayed in use by another process") && e.contains("uploads.redb"),
+            "{e}"
+        );
+        drop(held);
+        assert_eq!(c.list().unwrap().len(), 1);
+
+        let junk = dir.path().join("junk.redb");
+        std::fs::write(&junk, vec![0x5a; 10_000]).unwrap();
+        let e = RedbStore::open(&junk).unwrap_err().to_string();
+        assert!(e.contains("junk.redb"), "{e}");
+    }
+}
