@@ -11,6 +11,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::core::protocol::{self, header};
+use crate::core::store::{Fingerprinter, UploadRecord, UrlStore};
 use crate::core::{
     Body, BoxError, Capabilities, Error, Metadata, Operation, Result, TusService, TusServiceBuilder,
 };
@@ -37,6 +38,15 @@ struct Inner {
     endpoint: Option<Url>,
     headers: RwLock<Arc<HeaderMap>>,
     stack: Stack,
+    resume: Resume,
+}
+
+/// Where uploads are remembered between runs, and how sources are recognised.
+#[derive(Clone, Default)]
+pub(crate) struct Resume {
+    pub(crate) store: Option<Arc<dyn UrlStore>>,
+    pub(crate) fingerprinter: Option<Arc<dyn Fingerprinter>>,
+    pub(crate) keep_on_success: bool,
 }
 
 impl fmt::Debug for Client {
@@ -61,6 +71,7 @@ pub struct ClientBuilder {
     service: TusServiceBuilder,
     transport: Option<Stack>,
     layers: Vec<LayerFn>,
+    resume: Resume,
     error: Option<Error>,
 }
 
@@ -232,6 +243,29 @@ impl ClientBuilder {
         self
     }
 
+    /// Remember uploads in `store` under the fingerprint of their source, so that an
+    /// upload of the same source (in this run or a later one) continues the stored
+    /// upload instead of starting over (tuspy's `store_url` + `url_storage`). Without a
+    /// fingerprinter set, files get xxh3 fingerprints in fast mode when the
+    /// `fingerprint-xxh3` feature is on.
+    pub fn store(mut self, store: Arc<dyn UrlStore>) -> Self {
+        self.resume.store = Some(store);
+        self
+    }
+
+    /// How sources are recognised (tuspy's `fingerprinter`).
+    pub fn fingerprinter(mut self, f: Arc<dyn Fingerprinter>) -> Self {
+        self.resume.fingerprinter = Some(f);
+        self
+    }
+
+    /// Keep a completed upload's record in the store (default: removed on success, as
+    /// tus-js-client's `removeFingerprintOnSuccess`).
+    pub fn keep_records_on_success(mut self, keep: bool) -> Self {
+        self.resume.keep_on_success = keep;
+        self
+    }
+
     /// Build the client.
     pub fn build(self) -> Result<Client> {
         if let Some(e) = self.error {
@@ -248,11 +282,16 @@ impl ClientBuilder {
         for layer in self.layers.into_iter().rev() {
             stack = layer(stack);
         }
+        let mut resume = self.resume;
+        if resume.store.is_some() && resume.fingerprinter.is_none() {
+            resume.fingerprinter = default_fingerprinter();
+        }
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoint,
                 headers: RwLock::new(Arc::new(self.headers)),
                 stack,
+                resume,
             }),
         })
     }
@@ -269,6 +308,34 @@ pub fn parse_http_url(what: &str, text: &str) -> Result<Url> {
             "invalid {what} {shown:?}: expected an http:// or https:// URL"
         ))),
     }
+}
+
+/// A new upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Created {
+    /// Its URL.
+    pub url: Url,
+    /// `Upload-Expires`, when the server gives one.
+    pub expires: Option<SystemTime>,
+}
+
+/// The answer to an append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Appended {
+    /// The server's new offset.
+    pub offset: u64,
+    /// `Upload-Expires`, when the server gives one.
+    pub expires: Option<SystemTime>,
+}
+
+/// The fingerprinter used with a store when none is set.
+fn default_fingerprinter() -> Option<Arc<dyn Fingerprinter>> {
+    #[cfg(feature = "fingerprint-xxh3")]
+    return Some(Arc::new(tusflow_fingerprint_xxh3::Xxh3Fingerprinter::fast()));
+    #[cfg(not(feature = "fingerprint-xxh3"))]
+    None
 }
 
 /// What `HEAD` says about an upload.
@@ -306,8 +373,44 @@ impl Client {
             service: TusService::builder(),
             transport: None,
             layers: Vec::new(),
+            resume: Resume::default(),
             error: None,
         }
+    }
+
+    /// This client (sharing its connections and stack) with uploads remembered in
+    /// `store`; see [`ClientBuilder::store`].
+    pub fn with_store(&self, store: Arc<dyn UrlStore>) -> Client {
+        let mut resume = self.inner.resume.clone();
+        resume.store = Some(store);
+        if resume.fingerprinter.is_none() {
+            resume.fingerprinter = default_fingerprinter();
+        }
+        Client {
+            inner: Arc::new(Inner {
+                endpoint: self.inner.endpoint.clone(),
+                headers: RwLock::new(Arc::clone(
+                    &self.inner.headers.read().unwrap_or_else(|p| p.into_inner()),
+                )),
+                stack: self.inner.stack.clone(),
+                resume,
+            }),
+        }
+    }
+
+    pub(crate) fn resume(&self) -> &Resume {
+        &self.inner.resume
+    }
+
+    /// The stored uploads of `source` that could be continued, most recent first
+    /// (tus-js-client's `findPreviousUploads`). Empty without a store, or for a source
+    /// without a fingerprint.
+    pub async fn find_previous_uploads(
+        &self,
+        source: impl Into<Source>,
+    ) -> Result<Vec<UploadRecord>> {
+        let mut up = self.uploader(source);
+        up.previous_uploads().await
     }
 
     /// The creation endpoint, if one was given.
@@ -382,7 +485,7 @@ impl Client {
 
     /// Create an upload of `length` bytes (`None`: deferred) with `metadata`; return
     /// its URL, resolved against the endpoint when the server sends a relative one.
-    pub async fn create(&self, length: Option<u64>, metadata: &Metadata) -> Result<Url> {
+    pub async fn create(&self, length: Option<u64>, metadata: &Metadata) -> Result<Created> {
         let endpoint = self.endpoint_or_err()?;
         let mut req = self.request(Operation::Create, endpoint, Body::empty())?;
         let h = req.headers_mut();
@@ -397,7 +500,8 @@ impl Client {
         let url = protocol::resolve_location(endpoint, resp.headers())
             .map_err(|e| e.with_operation(Operation::Create))?;
         tracing::debug!(url = %protocol::redact_url(&url), length, "upload created");
-        Ok(url)
+        let expires = protocol::upload_expires(resp.headers()).unwrap_or(None);
+        Ok(Created { url, expires })
     }
 
     /// What the server knows of the upload at `url` (`HEAD`). A missing upload
@@ -444,7 +548,7 @@ impl Client {
         offset: u64,
         body: Body,
         length: Option<u64>,
-    ) -> Result<u64> {
+    ) -> Result<Appended> {
         let mut req = self.request(Operation::Append, url, body)?;
         let h = req.headers_mut();
         h.insert(header::UPLOAD_OFFSET, HeaderValue::from(offset));
@@ -456,9 +560,11 @@ impl Client {
             h.insert(header::UPLOAD_LENGTH, HeaderValue::from(n));
         }
         let resp = self.call(req).await?;
-        protocol::upload_offset(resp.headers()).map_err(|e| {
+        let offset = protocol::upload_offset(resp.headers()).map_err(|e| {
             e.with_operation(Operation::Append)
                 .with_url(protocol::redact_url(url))
-        })
+        })?;
+        let expires = protocol::upload_expires(resp.headers()).unwrap_or(None);
+        Ok(Appended { offset, expires })
     }
 }

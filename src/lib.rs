@@ -48,6 +48,8 @@ pub mod upload;
 pub use tusflow_auth as auth;
 #[cfg(feature = "checksum")]
 pub use tusflow_checksum as checksum;
+#[cfg(feature = "fingerprint-xxh3")]
+pub use tusflow_fingerprint_xxh3 as fingerprint;
 #[cfg(feature = "log")]
 pub use tusflow_log as log;
 #[cfg(feature = "rate-limit")]
@@ -55,6 +57,14 @@ pub use tusflow_rate_limit as rate_limit;
 #[cfg(feature = "retry")]
 pub use tusflow_retry as retry;
 
-pub use client::{Client, ClientBuilder, UploadStatus};
+/// URL storage: the [`UrlStore`](store::UrlStore) trait, the memory store, and the redb
+/// store (feature `store-redb`).
+pub mod store {
+    pub use crate::core::store::*;
+    #[cfg(feature = "store-redb")]
+    pub use tusflow_store_redb as redb;
+}
+
+pub use client::{Appended, Client, ClientBuilder, Created, UploadStatus};
 pub use reqwest::Url;
 pub use upload::{Progress, Source, Uploaded, Uploader};

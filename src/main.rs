@@ -9,6 +9,7 @@ use http::header::{HeaderName, HeaderValue};
 use serde_json::json;
 use tusflow::client::parse_http_url;
 use tusflow::size::parse_size;
+use tusflow::store::UrlStore as _;
 use tusflow::{Client, Error, Url, protocol};
 
 /// Exit code when every upload completed.
@@ -45,6 +46,28 @@ enum Command {
         /// Print JSON
         #[arg(long)]
         json: bool,
+    },
+    /// List the stored uploads that a later `upload` of the same file would continue
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// One JSON object per upload
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove stored uploads from the store (the server keeps them)
+    Forget {
+        /// The upload URL to forget
+        #[arg(required_unless_present_any = ["all", "expired"], conflicts_with_all = ["all", "expired"])]
+        upload_url: Option<String>,
+        /// Forget every stored upload
+        #[arg(long)]
+        all: bool,
+        /// Forget the uploads whose Upload-Expires has passed
+        #[arg(long, conflicts_with = "all")]
+        expired: bool,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Show an upload's offset and length (HEAD)
     Status {
@@ -87,9 +110,37 @@ struct UploadArgs {
     checksum: Option<String>,
     #[command(flatten)]
     conn: ConnArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Do not look up or remember uploads in the store
+    #[arg(long, conflicts_with = "path")]
+    no_store: bool,
     /// One JSON object per file on stdout
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// The store of upload URLs (default: tusflow/uploads.redb in the user's data
+    /// directory)
+    #[arg(long = "store", value_name = "PATH")]
+    path: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn path(&self) -> Result<PathBuf, Failure> {
+        self.path
+            .clone()
+            .or_else(tusflow::store::redb::default_path)
+            .ok_or_else(|| {
+                Failure::Usage("no data directory to keep the store in: give --store PATH".into())
+            })
+    }
+
+    fn open(&self) -> Result<tusflow::store::redb::RedbStore, Failure> {
+        Ok(tusflow::store::redb::RedbStore::open(self.path()?)?)
+    }
 }
 
 #[derive(Args)]
@@ -164,6 +215,13 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Upload(args) => upload(args).await,
+            Command::List { store, json } => list(&store, json),
+            Command::Forget {
+                upload_url,
+                all,
+                expired,
+                store,
+            } => forget(upload_url.as_deref(), all, expired, &store),
             Command::Info {
                 endpoint,
                 conn,
@@ -325,7 +383,10 @@ async fn upload(args: UploadArgs) -> Result<u8, Failure> {
         args.checksum.as_deref(),
         chunk_size,
     )?;
-    let client = client(args.endpoint.as_deref(), &args.conn, layers)?;
+    let mut client = client(args.endpoint.as_deref(), &args.conn, layers)?;
+    if !args.no_store {
+        client = client.with_store(std::sync::Arc::new(args.store.open()?));
+    }
 
     let mut failed = false;
     for path in &args.paths {
@@ -389,6 +450,91 @@ async fn upload(args: UploadArgs) -> Result<u8, Failure> {
         }
     }
     Ok(if failed { FAILED } else { OK })
+}
+
+fn list(store: &StoreArgs, json: bool) -> Result<u8, Failure> {
+    let path = store.path()?;
+    if !path.exists() {
+        if !json {
+            println!("no stored uploads ({} does not exist)", path.display());
+        }
+        return Ok(OK);
+    }
+    let records = store.open()?.list()?;
+    let now = tusflow::store::unix_now();
+    for r in &records {
+        let age = now.saturating_sub(r.created);
+        if json {
+            println!(
+                "{}",
+                json!({
+                    "path": r.source,
+                    "url": r.url,
+                    "size": r.length,
+                    "offset": r.offset,
+                    "age_seconds": age,
+                    "expires": r.expires,
+                    "expired": r.is_expired(now),
+                    "fingerprint": r.fingerprint,
+                })
+            );
+        } else {
+            println!(
+                "{}  {}  {}/{} bytes  {}{}",
+                r.source.as_deref().unwrap_or("(bytes)"),
+                r.url,
+                r.offset.map_or("?".into(), |o| o.to_string()),
+                r.length.map_or("?".into(), |l| l.to_string()),
+                human_age(age),
+                if r.is_expired(now) { "  (expired)" } else { "" }
+            );
+        }
+    }
+    if !json && records.is_empty() {
+        println!("no stored uploads in {}", path.display());
+    }
+    Ok(OK)
+}
+
+fn human_age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s ago"),
+        s if s < 7200 => format!("{}m ago", s / 60),
+        s if s < 172_800 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86_400),
+    }
+}
+
+fn forget(url: Option<&str>, all: bool, expired: bool, store: &StoreArgs) -> Result<u8, Failure> {
+    let path = store.path()?;
+    if !path.exists() {
+        println!("forgot 0 uploads");
+        return Ok(OK);
+    }
+    let store = store.open()?;
+    let now = tusflow::store::unix_now();
+    let mut n = 0;
+    match url {
+        Some(u) => {
+            n = store.remove_url(u)?;
+            if n == 0 {
+                eprintln!(
+                    "tusflow: no stored upload has the URL {}",
+                    u.split('?').next().unwrap_or(u)
+                );
+                return Err(Failure::Failed);
+            }
+        }
+        None => {
+            for r in store.list()? {
+                if all || (expired && r.is_expired(now)) {
+                    n += usize::from(store.remove(&r.fingerprint, &r.url)?);
+                }
+            }
+        }
+    }
+    println!("forgot {n} upload{}", if n == 1 { "" } else { "s" });
+    Ok(OK)
 }
 
 async fn info(endpoint: &str, conn: &ConnArgs, json: bool) -> Result<u8, Failure> {

@@ -10,8 +10,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
 use crate::Client;
+use crate::client::Resume;
 use crate::core::body::{FileSource, Observer, RandomAccess};
 use crate::core::protocol::{self, Metadata};
+use crate::core::store::{SourceInfo, UploadRecord, UrlStore};
 use crate::core::{Body, Error, Result};
 
 /// How much of a stream source is buffered per `PATCH` when no chunk size is set.
@@ -171,6 +173,11 @@ pub struct Uploader {
     chunk_size: Option<u64>,
     url: Option<Url>,
     progress: Arc<watch::Sender<Progress>>,
+    resume: Resume,
+    /// The source's fingerprint, once opened (None: not stored).
+    fingerprint: Option<String>,
+    /// The open file, for a path.
+    file: Option<Arc<FileSource>>,
 }
 
 enum Opened {
@@ -202,13 +209,49 @@ impl fmt::Debug for Uploader {
 impl Uploader {
     pub(crate) fn new(client: Client, source: Source) -> Self {
         Uploader {
-            client,
             source,
             opened: None,
             metadata: Metadata::new(),
             chunk_size: None,
             url: None,
             progress: Arc::new(watch::channel(Progress::default()).0),
+            resume: client.resume().clone(),
+            fingerprint: None,
+            file: None,
+            client,
+        }
+    }
+
+    /// Remember this upload in `store` (instead of the client's store).
+    pub fn store(mut self, store: Arc<dyn UrlStore>) -> Self {
+        self.resume.store = Some(store);
+        if self.resume.fingerprinter.is_none() {
+            self.resume.fingerprinter = self.client.resume().fingerprinter.clone();
+        }
+        self
+    }
+
+    /// Do not look up or remember this upload in a store.
+    pub fn no_store(mut self) -> Self {
+        self.resume.store = None;
+        self
+    }
+
+    /// The source's fingerprint (after the upload started, or
+    /// [`Client::find_previous_uploads`]).
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref()
+    }
+
+    /// The stored uploads of this source, most recent first.
+    pub(crate) async fn previous_uploads(&mut self) -> Result<Vec<UploadRecord>> {
+        self.open().await?;
+        match (&self.resume.store, &self.fingerprint) {
+            (Some(store), Some(fp)) => {
+                let (store, fp) = (Arc::clone(store), fp.clone());
+                blocking(move || store.find(&fp)).await
+            }
+            _ => Ok(Vec::new()),
         }
     }
 
@@ -289,12 +332,29 @@ impl Uploader {
                         .unwrap_or("application/octet-stream");
                     self.metadata.insert("filetype", mime)?;
                 }
-                Opened::Random(Arc::new(file), len)
+                let file = Arc::new(file);
+                self.file = Some(Arc::clone(&file));
+                Opened::Random(file, len)
             }
             SourceKind::Bytes(b) => Opened::Memory(b.clone()),
             SourceKind::Reader { len, .. } => Opened::Stream(*len),
         };
         let len = opened.len();
+        if let (Some(_), Some(fp)) = (&self.resume.store, &self.resume.fingerprinter) {
+            let endpoint = self.client.endpoint().map(|u| u.as_str().to_owned());
+            let info = match (&opened, &self.source.kind) {
+                (Opened::Random(_, _), SourceKind::Path(path)) => self
+                    .file
+                    .clone()
+                    .map(|f| SourceInfo::file(path.clone(), f, len, endpoint)),
+                (Opened::Memory(b), _) => Some(SourceInfo::bytes(b.clone(), endpoint)),
+                _ => None,
+            };
+            if let Some(info) = info {
+                let fp = Arc::clone(fp);
+                self.fingerprint = blocking(move || fp.fingerprint(&info)).await?;
+            }
+        }
         self.opened = Some(opened);
         Ok(len)
     }
@@ -354,12 +414,21 @@ impl Uploader {
                 tracing::debug!(offset = st.offset, total, "resuming upload");
                 (url, st.offset, true, st.length.is_none())
             }
-            None => {
-                let url = self.client.create(Some(total), &self.metadata).await?;
-                span.record("url", protocol::redact_url(&url));
-                self.url = Some(url.clone());
-                (url, 0, false, false)
-            }
+            None => match self.resume_stored(total).await? {
+                Some((url, st)) => {
+                    span.record("url", protocol::redact_url(&url));
+                    self.url = Some(url.clone());
+                    (url, st.offset, true, st.length.is_none())
+                }
+                None => {
+                    let created = self.client.create(Some(total), &self.metadata).await?;
+                    let url = created.url;
+                    span.record("url", protocol::redact_url(&url));
+                    self.url = Some(url.clone());
+                    self.remember(&url, total, 0, created.expires, true).await?;
+                    (url, 0, false, false)
+                }
+            },
         };
         self.progress.send_modify(|p| {
             *p = Progress {
@@ -386,10 +455,11 @@ impl Uploader {
                 progress.send_modify(|p| p.sent = p.sent.max(base + n));
             });
             let length = send_length.then_some(total);
-            let new = self
+            let appended = self
                 .client
                 .append(&url, offset, body.observe(observer), length)
                 .await?;
+            let new = appended.offset;
             if new != end {
                 return Err(Error::offset_mismatch(end, new).with_url(protocol::redact_url(&url)));
             }
@@ -397,6 +467,13 @@ impl Uploader {
             send_length = false;
             self.progress.send_modify(|p| p.acknowledged = offset);
             tracing::debug!(offset, total, "append accepted");
+            if offset < total {
+                self.remember(&url, total, offset, appended.expires, false)
+                    .await?;
+            }
+        }
+        if offset == total {
+            self.finished(&url, total).await?;
         }
         Ok(Uploaded {
             url,
@@ -405,6 +482,140 @@ impl Uploader {
             complete: offset == total,
             resumed,
         })
+    }
+
+    /// A stored upload of this source that can be continued: its URL and status.
+    /// Records that cannot be continued (expired, gone, another length or file name)
+    /// are removed; a failure to ask the server (5xx, network, 423) is an error and
+    /// keeps the record, never a reason to start over.
+    async fn resume_stored(&mut self, total: u64) -> Result<Option<(Url, crate::UploadStatus)>> {
+        let (Some(store), Some(fp)) = (self.resume.store.clone(), self.fingerprint.clone()) else {
+            return Ok(None);
+        };
+        let source = match &self.source.kind {
+            SourceKind::Path(p) => Some(p.display().to_string()),
+            _ => None,
+        };
+        let endpoint = self.client.endpoint().map(|e| e.as_str().to_owned());
+        let records = {
+            let (store, fp) = (Arc::clone(&store), fp.clone());
+            blocking(move || {
+                // The same path to the same endpoint under another fingerprint: the
+                // file changed since, and that upload can never be continued.
+                if source.is_some() {
+                    for r in store.list()? {
+                        if r.fingerprint != fp && r.source == source && r.endpoint == endpoint {
+                            tracing::info!(url = %r.url, "dropping the stored upload of an earlier version of the file");
+                            store.remove(&r.fingerprint, &r.url)?;
+                        }
+                    }
+                }
+                store.find(&fp)
+            })
+            .await?
+        };
+        let now = crate::core::store::unix_now();
+        for rec in records {
+            let stale = |why: &str| tracing::info!(url = %rec.url, why, "dropping a stored upload");
+            let url = match crate::client::parse_http_url("stored upload URL", &rec.url) {
+                Ok(u) => u,
+                Err(_) => {
+                    stale("not a URL");
+                    self.forget(&store, &fp, &rec.url).await?;
+                    continue;
+                }
+            };
+            if rec.is_expired(now) {
+                stale("expired");
+                self.forget(&store, &fp, &rec.url).await?;
+                continue;
+            }
+            let st = match self.client.status(&url).await {
+                Ok(st) => st,
+                Err(e) if e.is_gone() => {
+                    stale("gone from the server");
+                    self.forget(&store, &fp, &rec.url).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let ours = self.metadata.get("filename");
+            let theirs = st.metadata.as_ref().and_then(|m| m.get("filename"));
+            let mismatch = if st.length.is_some_and(|l| l != total) {
+                Some("another length")
+            } else if st.offset > total {
+                Some("an offset beyond the source")
+            } else if ours.is_some() && theirs.is_some() && ours != theirs {
+                Some("another file name")
+            } else {
+                None
+            };
+            if let Some(why) = mismatch {
+                stale(why);
+                self.forget(&store, &fp, &rec.url).await?;
+                continue;
+            }
+            tracing::info!(url = %protocol::redact_url(&url), offset = st.offset, total, "resuming a stored upload");
+            return Ok(Some((url, st)));
+        }
+        Ok(None)
+    }
+
+    async fn forget(&mut self, store: &Arc<dyn UrlStore>, fp: &str, url: &str) -> Result<()> {
+        let (store, fp, url) = (Arc::clone(store), fp.to_owned(), url.to_owned());
+        blocking(move || store.remove(&fp, &url).map(drop)).await
+    }
+
+    /// Store (or update) the record of this upload.
+    async fn remember(
+        &mut self,
+        url: &Url,
+        total: u64,
+        offset: u64,
+        expires: Option<std::time::SystemTime>,
+        created: bool,
+    ) -> Result<()> {
+        let (Some(store), Some(fp)) = (self.resume.store.clone(), self.fingerprint.clone()) else {
+            return Ok(());
+        };
+        let url_s = url.as_str().to_owned();
+        let source = match &self.source.kind {
+            SourceKind::Path(p) => Some(p.display().to_string()),
+            _ => None,
+        };
+        let endpoint = self.client.endpoint().map(|e| e.as_str().to_owned());
+        let metadata = self.metadata.encode();
+        let expires = expires
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        blocking(move || {
+            let mut rec = match store.find(&fp)?.into_iter().find(|r| r.url == url_s) {
+                Some(r) if !created => r,
+                _ => UploadRecord::new(fp.clone(), url_s.clone()),
+            };
+            rec.endpoint = endpoint;
+            rec.source = source;
+            rec.length = Some(total);
+            rec.offset = Some(offset);
+            rec.metadata = metadata;
+            rec.updated = crate::core::store::unix_now();
+            if expires.is_some() {
+                rec.expires = expires;
+            }
+            store.add(&rec)
+        })
+        .await
+    }
+
+    /// The upload is complete: drop its record, unless records are kept.
+    async fn finished(&mut self, url: &Url, total: u64) -> Result<()> {
+        if self.resume.keep_on_success {
+            return self.remember(url, total, total, None, false).await;
+        }
+        if let (Some(store), Some(fp)) = (self.resume.store.clone(), self.fingerprint.clone()) {
+            self.forget(&store, &fp, url.as_str()).await?;
+        }
+        Ok(())
     }
 
     /// The body for `[start, end)` of the source.
@@ -457,4 +668,11 @@ impl Uploader {
         *pos += want as u64;
         Ok(Body::from(buf.freeze()))
     }
+}
+
+/// Run blocking store or fingerprint work off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::invalid(format!("a store task failed: {e}")))?
 }
