@@ -6,9 +6,16 @@ use std::process::{Command, Output};
 
 use support::{TusServer, make_file};
 
+/// The data directory of these tests (so the default store is not the user's).
+fn data_home() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
 fn tusflow(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tusflow"))
         .args(args)
+        .env("XDG_DATA_HOME", data_home())
         .output()
         .expect("run tusflow")
 }

@@ -112,7 +112,7 @@ impl FaultProxy {
         self.shared.cuts.load(Ordering::SeqCst)
     }
 
-    /// `METHOD /path` of every request seen.
+    /// `METHOD /path` of every request seen (with ` offset=N` when it had one).
     pub fn requests(&self) -> Vec<String> {
         self.shared.requests.lock().unwrap().clone()
     }
@@ -174,7 +174,15 @@ async fn connection(client: TcpStream, upstream: &str, s: Arc<Shared>) -> std::i
                 .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
                 .and_then(|(_, v)| v.trim().parse().ok())
                 .unwrap_or(0);
-            s.requests.lock().unwrap().push(format!("{method} {path}"));
+            let offset = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("upload-offset"))
+                .map(|(_, v)| v.trim().to_owned());
+            s.requests.lock().unwrap().push(match offset {
+                Some(o) => format!("{method} {path} offset={o}"),
+                None => format!("{method} {path}"),
+            });
             let is_patch = method == "PATCH"
                 || head.to_ascii_lowercase().contains("x-http-method-override: patch");
 
