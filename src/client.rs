@@ -381,11 +381,33 @@ impl Client {
     /// This client (sharing its connections and stack) with uploads remembered in
     /// `store`; see [`ClientBuilder::store`].
     pub fn with_store(&self, store: Arc<dyn UrlStore>) -> Client {
+        let fingerprinter = self
+            .inner
+            .resume
+            .fingerprinter
+            .clone()
+            .or_else(default_fingerprinter);
+        self.with_resume_parts(Some(store), fingerprinter)
+    }
+
+    /// This client with uploads remembered in `store` under the fingerprints of
+    /// `fingerprinter`.
+    pub fn with_resume(
+        &self,
+        store: Arc<dyn UrlStore>,
+        fingerprinter: Arc<dyn Fingerprinter>,
+    ) -> Client {
+        self.with_resume_parts(Some(store), Some(fingerprinter))
+    }
+
+    fn with_resume_parts(
+        &self,
+        store: Option<Arc<dyn UrlStore>>,
+        fingerprinter: Option<Arc<dyn Fingerprinter>>,
+    ) -> Client {
         let mut resume = self.inner.resume.clone();
-        resume.store = Some(store);
-        if resume.fingerprinter.is_none() {
-            resume.fingerprinter = default_fingerprinter();
-        }
+        resume.store = store;
+        resume.fingerprinter = fingerprinter;
         Client {
             inner: Arc::new(Inner {
                 endpoint: self.inner.endpoint.clone(),

@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Upload files (a new upload each, or continue one with --url)
-    Upload(UploadArgs),
+    Upload(Box<UploadArgs>),
     /// Show a server's capabilities (OPTIONS)
     Info {
         /// The creation endpoint, e.g. http://127.0.0.1:1080/files/
@@ -115,6 +115,10 @@ struct UploadArgs {
     /// Do not look up or remember uploads in the store
     #[arg(long, conflicts_with = "path")]
     no_store: bool,
+    /// How files are recognised in the store: fast (size, mtime, first and last 64 KiB)
+    /// or content (xxh3 of every byte)
+    #[arg(long, value_name = "MODE", default_value = "fast", value_parser = ["fast", "content"])]
+    fingerprint: String,
     /// One JSON object per file on stdout
     #[arg(long)]
     json: bool,
@@ -214,7 +218,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Upload(args) => upload(args).await,
+            Command::Upload(args) => upload(*args).await,
             Command::List { store, json } => list(&store, json),
             Command::Forget {
                 upload_url,
@@ -385,7 +389,14 @@ async fn upload(args: UploadArgs) -> Result<u8, Failure> {
     )?;
     let mut client = client(args.endpoint.as_deref(), &args.conn, layers)?;
     if !args.no_store {
-        client = client.with_store(std::sync::Arc::new(args.store.open()?));
+        let mode = match args.fingerprint.as_str() {
+            "content" => tusflow::fingerprint::Mode::Content,
+            _ => tusflow::fingerprint::Mode::Fast,
+        };
+        client = client.with_resume(
+            std::sync::Arc::new(args.store.open()?),
+            std::sync::Arc::new(tusflow::fingerprint::Xxh3Fingerprinter::new(mode)),
+        );
     }
 
     let mut failed = false;

@@ -64,6 +64,16 @@ impl Source {
     }
 }
 
+impl Source {
+    /// The path, for people and for stored records.
+    fn name(&self) -> Option<String> {
+        match &self.kind {
+            SourceKind::Path(p) => Some(p.display().to_string()),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Debug for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
@@ -492,10 +502,7 @@ impl Uploader {
         let (Some(store), Some(fp)) = (self.resume.store.clone(), self.fingerprint.clone()) else {
             return Ok(None);
         };
-        let source = match &self.source.kind {
-            SourceKind::Path(p) => Some(p.display().to_string()),
-            _ => None,
-        };
+        let source = self.source.name();
         let endpoint = self.client.endpoint().map(|e| e.as_str().to_owned());
         let records = {
             let (store, fp) = (Arc::clone(&store), fp.clone());
@@ -579,10 +586,7 @@ impl Uploader {
             return Ok(());
         };
         let url_s = url.as_str().to_owned();
-        let source = match &self.source.kind {
-            SourceKind::Path(p) => Some(p.display().to_string()),
-            _ => None,
-        };
+        let source = self.source.name();
         let endpoint = self.client.endpoint().map(|e| e.as_str().to_owned());
         let metadata = self.metadata.encode();
         let expires = expires

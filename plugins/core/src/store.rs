@@ -120,7 +120,9 @@ impl MemoryStore {
     }
 }
 
-fn newest_first(mut v: Vec<UploadRecord>) -> Vec<UploadRecord> {
+/// Records sorted the way [`UrlStore::find`] and [`UrlStore::list`] return them: most
+/// recently updated first.
+pub fn newest_first(mut v: Vec<UploadRecord>) -> Vec<UploadRecord> {
     v.sort_by(|a, b| b.updated.cmp(&a.updated).then(b.created.cmp(&a.created)));
     v
 }

@@ -11,7 +11,7 @@
 //! an error naming the file.
 //!
 //! ```
-//! use tusflow_core::store::{UploadRecord, UrlStore};
+//! use tusflow_core::store::{UploadRecord, UrlStore, newest_first};
 //! let dir = tempfile::tempdir().unwrap();
 //! let store = tusflow_store_redb::RedbStore::open(dir.path().join("uploads.redb")).unwrap();
 //! store.add(&UploadRecord::new("fp", "http://127.0.0.1:1080/files/abc")).unwrap();
@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tusflow_core::store::{UploadRecord, UrlStore};
+use tusflow_core::store::{UploadRecord, UrlStore, newest_first};
 use tusflow_core::{Error, Result};
 
 /// The table, versioned by name.
@@ -151,8 +151,7 @@ impl RedbStore {
                     }
                 }
             }
-            out.sort_by(|a, b| b.updated.cmp(&a.updated).then(b.created.cmp(&a.created)));
-            Ok(out)
+            Ok(newest_first(out))
         })
     }
 }
