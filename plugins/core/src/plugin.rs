@@ -136,15 +136,29 @@ impl PluginConfig {
     }
 }
 
-/// A figment error as a tusflow config error naming every failing key and its source.
+/// A figment error as a tusflow config error naming every failing key (in the form of
+/// its source: `TUSFLOW_MIDDLEWARE__RETRY__MAX_ATTEMPTS` for an env var) and its source,
+/// with a suggestion for an unknown key. `section` prefixes keys of a focused figment.
 pub fn config_error(section: &str, e: figment::Error) -> Error {
     let msgs: Vec<String> = e
         .into_iter()
         .map(|e| {
-            let key = if e.path.is_empty() {
-                section.to_owned()
-            } else {
-                format!("{section}.{}", e.path.join("."))
+            let mut path: Vec<String> = section
+                .split('.')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            path.extend(e.path.iter().cloned());
+            let key = match &e.metadata {
+                // Env vars: the whole variable name, prefix and `__` separators included.
+                Some(m) if !path.is_empty() && m.name.contains("environment variable") => {
+                    let prefix = m.name.split('`').nth(1).unwrap_or("");
+                    format!("{prefix}{}", path.join("__").to_ascii_uppercase())
+                }
+                Some(m) if !path.is_empty() => {
+                    m.interpolate(&e.profile.clone().unwrap_or_default(), &path)
+                }
+                _ => path.join("."),
             };
             let source = e
                 .metadata
@@ -154,10 +168,47 @@ pub fn config_error(section: &str, e: figment::Error) -> Error {
                     None => format!(" in {}", m.name),
                 })
                 .unwrap_or_default();
-            format!("{}: for key `{key}`{source}", e.kind)
+            let hint = match &e.kind {
+                figment::error::Kind::UnknownField(field, expected) => suggest(field, expected)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            let at = if key.is_empty() {
+                String::new()
+            } else {
+                format!(" for key `{key}`")
+            };
+            format!("{}{hint}{at}{source}", e.kind)
         })
         .collect();
     Error::config(msgs.join("; "))
+}
+
+/// The candidate closest to `word`, if any is close (edit distance at most 3 and less
+/// than half the word).
+pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= 3 && *d * 2 < word.len().max(c.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// A middleware plugin: a name, and a layer built from a config section.
@@ -252,8 +303,11 @@ impl Registry {
             }
             let plugin = self.get(name).ok_or_else(|| {
                 let known: Vec<&str> = self.names().collect();
+                let hint = suggest(name, &known)
+                    .map(|s| format!(" (did you mean {s:?}?)"))
+                    .unwrap_or_default();
                 Error::config(format!(
-                    "middleware.stack: unknown plugin {name:?}; known plugins are: {}",
+                    "middleware.stack: unknown plugin {name:?}{hint}; known plugins are: {}",
                     known.join(", ")
                 ))
             })?;
