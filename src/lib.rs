@@ -11,7 +11,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tusflow::Error> {
 //! # // `scripts/test` starts a real tus server for this example; elsewhere it is skipped.
-//! # let Ok(endpoint) = std::env::var("TUSFLOW_TEST_ENDPOINT") else { return Ok(()) };
+//! # let Ok(endpoint) = std::env::var("TEST_TUS_ENDPOINT") else { return Ok(()) };
 //! # let path = std::env::temp_dir().join("holiday.mp4");
 //! # std::fs::write(&path, vec![7u8; 300_000]).unwrap();
 //! use tusflow::Client;
@@ -39,7 +39,9 @@ pub use tusflow_core::{
     Body, Capabilities, Error, Metadata, Operation, Request, Response, Result, protocol,
 };
 
+pub mod batch;
 pub mod client;
+pub mod config;
 pub mod plugins;
 pub mod size;
 pub mod upload;

@@ -1,8 +1,8 @@
 //! The `tusflow` command: resumable uploads from the shell.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use http::header::{HeaderName, HeaderValue};
@@ -29,24 +29,20 @@ struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// The config file (TOML, YAML or JSON by extension; default: ./tusflow.toml if present)
+    #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Upload files (a new upload each, or continue one with --url)
+    /// Upload files (a new upload each, continued if stored, or continue one with --url)
     Upload(Box<UploadArgs>),
-    /// Show a server's capabilities (OPTIONS)
-    Info {
-        /// The creation endpoint, e.g. http://127.0.0.1:1080/files/
-        endpoint: String,
-        #[command(flatten)]
-        conn: ConnArgs,
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
-    },
+    /// Upload many files from the config's [batch] or the command line; a re-run
+    /// continues partial files and skips completed ones
+    Batch(Box<BatchArgs>),
     /// List the stored uploads that a later `upload` of the same file would continue
     List {
         #[command(flatten)]
@@ -69,6 +65,16 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Show a server's capabilities (OPTIONS)
+    Info {
+        /// The creation endpoint (default: the config's)
+        endpoint: Option<String>,
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Show an upload's offset and length (HEAD)
     Status {
         /// The upload URL
@@ -79,6 +85,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The effective configuration
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every setting, where it came from, secrets redacted
+    Show,
 }
 
 #[derive(Args)]
@@ -86,18 +103,38 @@ struct UploadArgs {
     /// Files to upload
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// The creation endpoint, e.g. http://127.0.0.1:1080/files/
-    #[arg(short, long)]
-    endpoint: Option<String>,
     /// Continue the existing upload at this URL instead of creating one (one file only)
     #[arg(long, value_name = "UPLOAD_URL")]
     url: Option<String>,
-    /// Bytes per PATCH, e.g. 8MiB (default: the whole rest of the file in one)
-    #[arg(long, value_name = "SIZE")]
-    chunk_size: Option<String>,
     /// Stop once the server has this many bytes, e.g. 100MiB
     #[arg(long, value_name = "BYTES")]
     stop_at: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+struct BatchArgs {
+    /// Files, directories and globs (default: the config's batch.paths)
+    paths: Vec<String>,
+    /// Globs of paths to leave out (added to the config's batch.exclude)
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Upload again files the store records as complete
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// The creation endpoint, e.g. http://127.0.0.1:1080/files/
+    #[arg(short, long)]
+    endpoint: Option<String>,
+    /// Bytes per PATCH, e.g. 8MiB, or "unlimited" (default: the whole rest in one)
+    #[arg(long, value_name = "SIZE")]
+    chunk_size: Option<String>,
     /// Metadata pair, repeatable; filename and filetype are added unless given
     #[arg(short, long = "meta", value_name = "KEY=VALUE")]
     meta: Vec<String>,
@@ -108,6 +145,18 @@ struct UploadArgs {
     /// "any" (the strongest the server supports)
     #[arg(long, value_name = "ALGO")]
     checksum: Option<String>,
+    /// Files uploading at once
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
+    /// Write a JSON summary (one entry per file, and totals) to FILE
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// One JSON object per file on stdout
+    #[arg(long)]
+    json: bool,
+    /// No per-file output (errors still go to stderr)
+    #[arg(short, long)]
+    quiet: bool,
     #[command(flatten)]
     conn: ConnArgs,
     #[command(flatten)]
@@ -117,11 +166,36 @@ struct UploadArgs {
     no_store: bool,
     /// How files are recognised in the store: fast (size, mtime, first and last 64 KiB)
     /// or content (xxh3 of every byte)
-    #[arg(long, value_name = "MODE", default_value = "fast", value_parser = ["fast", "content"])]
-    fingerprint: String,
-    /// One JSON object per file on stdout
+    #[arg(long, value_name = "MODE", value_parser = ["fast", "content"])]
+    fingerprint: Option<String>,
+}
+
+#[derive(Args)]
+struct ConnArgs {
+    /// Header sent with every request, repeatable: 'Name: value'
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Seconds connecting may take (default 10)
+    #[arg(long, value_name = "SECS")]
+    connect_timeout: Option<f64>,
+    /// Seconds a request may go without moving a byte (default 30)
+    #[arg(long, value_name = "SECS")]
+    stall_timeout: Option<f64>,
+    /// Also trust the CA certificates in this PEM file
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// Client certificate: a PEM file with the certificate and its private key
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// Do NOT verify the server's TLS certificate (test servers only)
     #[arg(long)]
-    json: bool,
+    insecure: bool,
+    /// Send PATCH and DELETE as POST with X-HTTP-Method-Override
+    #[arg(long)]
+    method_override: bool,
+    /// Retries after a failure without progress (backoff, offset re-sync); 0 = none
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
 }
 
 #[derive(Args)]
@@ -145,34 +219,6 @@ impl StoreArgs {
     fn open(&self) -> Result<tusflow::store::redb::RedbStore, Failure> {
         Ok(tusflow::store::redb::RedbStore::open(self.path()?)?)
     }
-}
-
-#[derive(Args)]
-struct ConnArgs {
-    /// Header sent with every request, repeatable: 'Name: value'
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
-    headers: Vec<String>,
-    /// Seconds connecting may take
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    connect_timeout: f64,
-    /// Seconds a request may go without moving a byte
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    stall_timeout: f64,
-    /// Also trust the CA certificates in this PEM file
-    #[arg(long, value_name = "FILE")]
-    cacert: Option<PathBuf>,
-    /// Client certificate: a PEM file with the certificate and its private key
-    #[arg(long, value_name = "FILE")]
-    cert: Option<PathBuf>,
-    /// Do NOT verify the server's TLS certificate (test servers only)
-    #[arg(long)]
-    insecure: bool,
-    /// Send PATCH and DELETE as POST with X-HTTP-Method-Override
-    #[arg(long)]
-    method_override: bool,
-    /// Retries after a failure without progress (backoff, offset re-sync); 0 = none
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    retries: u32,
 }
 
 /// A usage or configuration problem (exit 2), or a failure (exit 1).
@@ -216,9 +262,12 @@ fn main() -> ExitCode {
             return ExitCode::from(FAILED);
         }
     };
+    let config = cli.config.clone();
     let result = rt.block_on(async {
+        let config = config.as_deref();
         match cli.command {
-            Command::Upload(args) => upload(*args).await,
+            Command::Upload(args) => upload(config, *args).await,
+            Command::Batch(args) => batch(config, *args).await,
             Command::List { store, json } => list(&store, json),
             Command::Forget {
                 upload_url,
@@ -230,12 +279,20 @@ fn main() -> ExitCode {
                 endpoint,
                 conn,
                 json,
-            } => info(&endpoint, &conn, json).await,
+            } => info(config, endpoint, &conn, json).await,
             Command::Status {
                 upload_url,
                 conn,
                 json,
-            } => status(&upload_url, &conn, json).await,
+            } => status(config, &upload_url, &conn, json).await,
+            Command::Config {
+                command: ConfigCommand::Show,
+            } => {
+                let loaded = tusflow::config::load(config, json!({}))?;
+                loaded.layers(&tusflow::plugins::builtin())?;
+                println!("{}", loaded.show()?);
+                Ok(OK)
+            }
         }
     });
     match result {
@@ -248,15 +305,219 @@ fn main() -> ExitCode {
     }
 }
 
-fn secs(what: &str, s: f64) -> Result<Duration, Failure> {
-    Duration::try_from_secs_f64(s)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
+/// Parse `Name: value`; the error names the header but never shows its value.
+fn parse_header(text: &str) -> Result<(String, String), Failure> {
+    let Some((name, value)) = text.split_once(':') else {
+        let name = text.split_whitespace().next().unwrap_or("");
+        return Err(Failure::Usage(format!(
+            "invalid header {name:?}: expected 'Name: value'"
+        )));
+    };
+    let name = name.trim();
+    HeaderName::try_from(name)
+        .map_err(|_| Failure::Usage(format!("invalid header name {name:?}")))?;
+    HeaderValue::try_from(value.trim())
+        .map_err(|_| Failure::Usage(format!("invalid value for header {name:?}")))?;
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+/// The flags that were given, as the top layer of the config.
+fn conn_overrides(
+    conn: &ConnArgs,
+    o: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(), Failure> {
+    if !conn.headers.is_empty() {
+        let mut h = serde_json::Map::new();
+        for text in &conn.headers {
+            let (n, v) = parse_header(text)?;
+            h.insert(n, v.into());
+        }
+        o.insert("headers".into(), h.into());
+    }
+    for (key, v) in [
+        ("connect_timeout", conn.connect_timeout),
+        ("stall_timeout", conn.stall_timeout),
+    ] {
+        if let Some(s) = v {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(Failure::Usage(format!(
+                    "invalid --{} {s}: expected a positive number of seconds",
+                    key.replace('_', "-")
+                )));
+            }
+            o.insert(key.into(), json!(s));
+        }
+    }
+    if let Some(p) = &conn.cacert {
+        o.insert("cacert".into(), json!(p));
+    }
+    if let Some(p) = &conn.cert {
+        o.insert("cert".into(), json!(p));
+    }
+    if conn.insecure {
+        o.insert("insecure".into(), json!(true));
+    }
+    if conn.method_override {
+        o.insert("method_override".into(), json!(true));
+    }
+    if let Some(n) = conn.retries {
+        o.insert(
+            "middleware".into(),
+            json!({ "retry": { "max_attempts": n + 1 } }),
+        );
+    }
+    Ok(())
+}
+
+fn common_overrides(c: &CommonArgs) -> Result<serde_json::Value, Failure> {
+    let mut o = serde_json::Map::new();
+    conn_overrides(&c.conn, &mut o)?;
+    if let Some(e) = &c.endpoint {
+        o.insert("endpoint".into(), json!(e));
+    }
+    if let Some(cs) = &c.chunk_size {
+        if !cs.eq_ignore_ascii_case("unlimited") {
+            parse_size(cs)?;
+        }
+        o.insert("chunk_size".into(), json!(cs));
+    }
+    if !c.meta.is_empty() {
+        let mut m = serde_json::Map::new();
+        for pair in &c.meta {
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                Failure::Usage(format!("invalid --meta {pair:?}: expected KEY=VALUE"))
+            })?;
+            tusflow::Metadata::validate_key(k)?;
+            m.insert(k.into(), v.into());
+        }
+        o.insert("metadata".into(), m.into());
+    }
+    let mw = o.entry("middleware").or_insert_with(|| json!({}));
+    if let Some(rate) = &c.rate_limit {
+        let bytes = parse_size(rate.trim().trim_end_matches("/s")).map_err(|_| {
             Failure::Usage(format!(
-                "invalid --{what} {s}: expected a positive number of seconds"
+                "invalid --rate-limit {rate:?}: expected a size per second, e.g. 20MB/s"
             ))
-        })
+        })?;
+        mw["rate-limit"] = json!({ "bytes_per_second": bytes });
+    }
+    if let Some(algo) = &c.checksum {
+        let algorithms = if algo.eq_ignore_ascii_case("any") {
+            json!(["sha256", "sha512", "sha1", "md5", "crc32"])
+        } else {
+            json!([algo])
+        };
+        mw["checksum"] = json!({ "algorithms": algorithms });
+        if let Some(cs) = &c.chunk_size {
+            mw["checksum"]["chunk_size"] = json!(cs);
+        }
+    }
+    if let Some(n) = c.concurrency {
+        if n == 0 {
+            return Err(Failure::Usage(
+                "invalid --concurrency 0: expected at least 1".into(),
+            ));
+        }
+        o.insert("batch".into(), json!({ "concurrency": n }));
+    }
+    if c.no_store {
+        o.insert("store".into(), json!({ "kind": "none" }));
+    } else if let Some(p) = &c.store.path {
+        o.insert("store".into(), json!({ "kind": "redb", "path": p }));
+    }
+    if let Some(m) = &c.fingerprint {
+        o.insert("fingerprint".into(), json!({ "mode": m }));
+    }
+    Ok(o.into())
+}
+
+/// The plugins the flags switch on or off, in their recommended places.
+fn adjust_stack(stack: &mut Vec<String>, conn: &ConnArgs, common: Option<&CommonArgs>) {
+    let mut want = |name: &str, on: bool| {
+        if on && !stack.iter().any(|s| s == name) {
+            let rank = |n: &str| {
+                tusflow::plugins::RECOMMENDED_ORDER
+                    .iter()
+                    .position(|x| *x == n)
+                    .unwrap_or(usize::MAX)
+            };
+            let at = stack
+                .iter()
+                .position(|s| rank(s) > rank(name))
+                .unwrap_or(stack.len());
+            stack.insert(at, name.to_owned());
+        } else if !on {
+            stack.retain(|s| s != name);
+        }
+    };
+    if let Some(n) = conn.retries {
+        want("retry", n > 0);
+    }
+    if let Some(c) = common {
+        if c.rate_limit.is_some() {
+            want("rate-limit", true);
+        }
+        if c.checksum.is_some() {
+            want("checksum", true);
+        }
+    }
+}
+
+/// The client the config describes.
+fn client_from(
+    loaded: &tusflow::config::Loaded,
+    stack: Vec<String>,
+    keep_records: bool,
+) -> Result<Client, Failure> {
+    use tusflow::config::{FingerprintMode, StoreKind};
+    let c = &loaded.config;
+    let registry = tusflow::plugins::builtin();
+    let mut l = loaded.clone();
+    l.config.middleware.stack = stack;
+    l.layers(&registry)?;
+    let layers = registry.build(&l.config.middleware.stack, &l.figment)?;
+    let mut b = Client::builder()
+        .layers(layers)
+        .connect_timeout(c.connect_timeout)
+        .stall_timeout(c.stall_timeout)
+        .method_override(c.method_override)
+        .keep_records_on_success(keep_records);
+    if let Some(e) = &c.endpoint {
+        b = b.endpoint(e);
+    }
+    for (n, v) in &c.headers {
+        b = b.header(n.as_str(), v.as_str());
+    }
+    if let Some(p) = &c.cacert {
+        b = b.add_root_certificate_pem(read_file("cacert", p)?);
+    }
+    if let Some(p) = &c.cert {
+        b = b.identity_pem(read_file("cert", p)?);
+    }
+    if c.insecure {
+        eprintln!("tusflow: WARNING: insecure: the server's TLS certificate is NOT verified");
+        b = b.danger_accept_invalid_certs(true);
+    }
+    let store: Option<Arc<dyn tusflow::store::UrlStore>> = match c.store.kind {
+        StoreKind::None => None,
+        StoreKind::Memory => Some(Arc::new(tusflow::store::MemoryStore::new())),
+        StoreKind::Redb => {
+            let args = StoreArgs {
+                path: c.store.path.clone(),
+            };
+            Some(Arc::new(args.open()?))
+        }
+    };
+    if let Some(s) = store {
+        let mode = match c.fingerprint.mode {
+            FingerprintMode::Fast => tusflow::fingerprint::Mode::Fast,
+            FingerprintMode::Content => tusflow::fingerprint::Mode::Content,
+        };
+        b = b
+            .store(s)
+            .fingerprinter(Arc::new(tusflow::fingerprint::Xxh3Fingerprinter::new(mode)));
+    }
+    Ok(b.build()?)
 }
 
 fn read_file(what: &str, path: &PathBuf) -> Result<Vec<u8>, Failure> {
@@ -268,103 +529,9 @@ fn read_file(what: &str, path: &PathBuf) -> Result<Vec<u8>, Failure> {
     })
 }
 
-/// Parse `Name: value`; the error names the header but never shows its value.
-fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), Failure> {
-    let Some((name, value)) = text.split_once(':') else {
-        let name = text.split_whitespace().next().unwrap_or("");
-        return Err(Failure::Usage(format!(
-            "invalid header {name:?}: expected 'Name: value'"
-        )));
-    };
-    let name = name.trim();
-    let n = HeaderName::try_from(name)
-        .map_err(|_| Failure::Usage(format!("invalid header name {name:?}")))?;
-    let v = HeaderValue::try_from(value.trim())
-        .map_err(|_| Failure::Usage(format!("invalid value for header {name:?}")))?;
-    Ok((n, v))
-}
-
-/// The middleware stack the flags describe, built by the plugin registry exactly as a
-/// config file's `middleware` section would be.
-fn middleware(
-    conn: &ConnArgs,
-    rate_limit: Option<&str>,
-    checksum: Option<&str>,
-    chunk_size: Option<u64>,
-) -> Result<Vec<tusflow::core::BoxLayer>, Failure> {
-    let mut stack = vec!["log".to_owned()];
-    let mut config = serde_json::Map::new();
-    if conn.retries > 0 {
-        stack.push("retry".into());
-        config.insert("retry".into(), json!({ "max_attempts": conn.retries + 1 }));
-    }
-    if let Some(rate) = rate_limit {
-        let bytes = parse_size(rate.trim().trim_end_matches("/s")).map_err(|_| {
-            Failure::Usage(format!(
-                "invalid --rate-limit {rate:?}: expected a size per second, e.g. 20MB/s"
-            ))
-        })?;
-        stack.push("rate-limit".into());
-        config.insert("rate-limit".into(), json!({ "bytes_per_second": bytes }));
-    }
-    if let Some(algo) = checksum {
-        let algorithms = if algo.eq_ignore_ascii_case("any") {
-            json!(["sha256", "sha512", "sha1", "md5", "crc32"])
-        } else {
-            json!([algo])
-        };
-        let mut section = json!({ "algorithms": algorithms });
-        if let Some(c) = chunk_size {
-            section["chunk_size"] = json!(c);
-        }
-        stack.push("checksum".into());
-        config.insert("checksum".into(), section);
-    }
-    let figment = figment::Figment::from(figment::providers::Serialized::defaults(
-        json!({ "middleware": config }),
-    ));
-    Ok(tusflow::plugins::builtin().build(&stack, &figment)?)
-}
-
-fn client(
-    endpoint: Option<&str>,
-    conn: &ConnArgs,
-    layers: Vec<tusflow::core::BoxLayer>,
-) -> Result<Client, Failure> {
-    let mut b = Client::builder()
-        .layers(layers)
-        .connect_timeout(secs("connect-timeout", conn.connect_timeout)?)
-        .stall_timeout(secs("stall-timeout", conn.stall_timeout)?)
-        .method_override(conn.method_override);
-    if let Some(e) = endpoint {
-        b = b.endpoint(e);
-    }
-    for h in &conn.headers {
-        let (n, v) = parse_header(h)?;
-        b = b.header(n, v);
-    }
-    if let Some(p) = &conn.cacert {
-        b = b.add_root_certificate_pem(read_file("--cacert", p)?);
-    }
-    if let Some(p) = &conn.cert {
-        b = b.identity_pem(read_file("--cert", p)?);
-    }
-    if conn.insecure {
-        eprintln!("tusflow: WARNING: --insecure: the server's TLS certificate is NOT verified");
-        b = b.danger_accept_invalid_certs(true);
-    }
-    Ok(b.build()?)
-}
-
-async fn upload(args: UploadArgs) -> Result<u8, Failure> {
-    if args.endpoint.is_none() && args.url.is_none() {
-        return Err(Failure::Usage(
-            "upload needs --endpoint URL (or --url UPLOAD_URL to continue an upload)".into(),
-        ));
-    }
+async fn upload(config: Option<&Path>, args: UploadArgs) -> Result<u8, Failure> {
     let url = match &args.url {
-        Some(u) if args.paths.len() > 1 => {
-            let _ = u;
+        Some(_) if args.paths.len() > 1 => {
             return Err(Failure::Usage(
                 "--url continues one upload: give exactly one file".into(),
             ));
@@ -372,95 +539,158 @@ async fn upload(args: UploadArgs) -> Result<u8, Failure> {
         Some(u) => Some(parse_http_url("--url", u)?),
         None => None,
     };
-    let chunk_size = args.chunk_size.as_deref().map(parse_size).transpose()?;
     let stop_at = args.stop_at.as_deref().map(parse_size).transpose()?;
-    let mut meta = tusflow::Metadata::new();
-    for m in &args.meta {
-        let (k, v) = m
-            .split_once('=')
-            .ok_or_else(|| Failure::Usage(format!("invalid --meta {m:?}: expected KEY=VALUE")))?;
-        meta.insert(k, v)?;
+    let loaded = tusflow::config::load(config, common_overrides(&args.common)?)?;
+    if loaded.config.endpoint.is_none() && url.is_none() {
+        return Err(Failure::Usage(
+            "upload needs --endpoint URL (or --url UPLOAD_URL to continue an upload)".into(),
+        ));
     }
-    let layers = middleware(
-        &args.conn,
-        args.rate_limit.as_deref(),
-        args.checksum.as_deref(),
-        chunk_size,
-    )?;
-    let mut client = client(args.endpoint.as_deref(), &args.conn, layers)?;
-    if !args.no_store {
-        let mode = match args.fingerprint.as_str() {
-            "content" => tusflow::fingerprint::Mode::Content,
-            _ => tusflow::fingerprint::Mode::Fast,
-        };
-        client = client.with_resume(
-            std::sync::Arc::new(args.store.open()?),
-            std::sync::Arc::new(tusflow::fingerprint::Xxh3Fingerprinter::new(mode)),
-        );
-    }
+    let jobs = args
+        .paths
+        .iter()
+        .map(|p| tusflow::batch::Job {
+            relpath: p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            path: p.clone(),
+        })
+        .collect();
+    run_jobs(&loaded, &args.common, jobs, stop_at, url, false, false).await
+}
 
-    let mut failed = false;
-    for path in &args.paths {
-        let mut up = client.uploader(path.as_path()).with_metadata(meta.clone());
-        if let Some(c) = chunk_size {
-            up = up.chunk_size(c);
-        }
-        if let Some(u) = &url {
-            up = up.url(u.clone());
-        }
-        let result = match stop_at {
-            Some(s) => up.upload_until(s).await,
-            None => up.upload().await,
-        };
-        match result {
-            Ok(done) => {
-                if args.json {
-                    println!(
-                        "{}",
-                        json!({
-                            "path": path.display().to_string(),
-                            "url": done.url.as_str(),
-                            "size": done.length,
-                            "offset": done.offset,
-                            "complete": done.complete,
-                            "resumed": done.resumed,
-                        })
-                    );
-                } else if done.complete {
-                    println!(
-                        "{}: complete, {} bytes -> {}",
-                        path.display(),
-                        done.length,
-                        done.url
-                    );
-                } else {
-                    println!(
-                        "{}: stopped at {} of {} bytes -> {}",
-                        path.display(),
-                        done.offset,
-                        done.length,
-                        done.url
-                    );
-                }
-            }
-            Err(e) => {
-                failed = true;
-                eprintln!("tusflow: {}: {e}", path.display());
-                if args.json {
-                    println!(
-                        "{}",
-                        json!({
-                            "path": path.display().to_string(),
-                            "url": up.upload_url().map(Url::as_str),
-                            "complete": false,
-                            "error": e.to_string(),
-                        })
-                    );
-                }
-            }
-        }
+async fn batch(config: Option<&Path>, args: BatchArgs) -> Result<u8, Failure> {
+    let loaded = tusflow::config::load(config, common_overrides(&args.common)?)?;
+    if loaded.config.endpoint.is_none() {
+        return Err(Failure::Usage(
+            "batch needs an endpoint: --endpoint URL or `endpoint` in the config".into(),
+        ));
     }
-    Ok(if failed { FAILED } else { OK })
+    let paths = if args.paths.is_empty() {
+        loaded.config.batch.paths.clone()
+    } else {
+        args.paths.clone()
+    };
+    if paths.is_empty() {
+        return Err(Failure::Usage(
+            "batch needs files: PATH or GLOB arguments, or batch.paths in the config".into(),
+        ));
+    }
+    let mut exclude = loaded.config.batch.exclude.clone();
+    exclude.extend(args.exclude.iter().cloned());
+    let jobs = match tusflow::batch::expand(&paths, &exclude) {
+        Ok(j) => j,
+        Err(e) if e.is_io() => return Err(Failure::Usage(e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    run_jobs(&loaded, &args.common, jobs, None, None, true, args.force).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_jobs(
+    loaded: &tusflow::config::Loaded,
+    common: &CommonArgs,
+    jobs: Vec<tusflow::batch::Job>,
+    stop_at: Option<u64>,
+    url: Option<Url>,
+    ledger: bool,
+    force: bool,
+) -> Result<u8, Failure> {
+    let mut stack = loaded.config.middleware.stack.clone();
+    adjust_stack(&mut stack, &common.conn, Some(common));
+    let client = client_from(loaded, stack, ledger)?;
+    let mut metadata = tusflow::Metadata::new();
+    for (k, v) in &loaded.config.metadata {
+        metadata.insert(k, v)?;
+    }
+    let opts = tusflow::batch::Options {
+        concurrency: loaded.config.batch.concurrency,
+        chunk_size: loaded.config.chunk_size,
+        stop_at,
+        metadata,
+        templates: loaded.config.batch.metadata.clone(),
+        skip_complete: ledger,
+        force,
+        url,
+    };
+    let total = jobs.len();
+    let (json_out, quiet) = (common.json, common.quiet);
+    let started = std::time::Instant::now();
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let (reports, interrupted) = tusflow::batch::run(
+        &client,
+        jobs,
+        &opts,
+        move |r| {
+            if let Some(e) = &r.error {
+                eprintln!("tusflow: {}: {e}", r.path);
+            }
+            if json_out {
+                println!("{}", serde_json::to_string(r).expect("a report serializes"));
+            } else if !quiet {
+                let url = r.url.as_deref().unwrap_or("-");
+                match r.status {
+                    "complete" if r.resumed => println!(
+                        "{}: complete (resumed), {} bytes -> {url}",
+                        r.path,
+                        r.size.unwrap_or(0)
+                    ),
+                    "complete" => println!(
+                        "{}: complete, {} bytes -> {url}",
+                        r.path,
+                        r.size.unwrap_or(0)
+                    ),
+                    "skipped" => println!("{}: already uploaded -> {url}", r.path),
+                    "partial" => println!(
+                        "{}: stopped at {} of {} bytes -> {url}",
+                        r.path,
+                        r.offset.unwrap_or(0),
+                        r.size.unwrap_or(0)
+                    ),
+                    _ => println!("{}: failed", r.path),
+                }
+            }
+        },
+        stop,
+    )
+    .await;
+    let count = |s: &str| reports.iter().filter(|r| r.status == s).count();
+    let failed = count("failed");
+    if let Some(path) = &common.report {
+        let report = json!({
+            "files": reports,
+            "totals": {
+                "files": total,
+                "complete": count("complete"),
+                "skipped": count("skipped"),
+                "partial": count("partial"),
+                "failed": failed,
+                "not_started": total - reports.len(),
+                "resumed": reports.iter().filter(|r| r.resumed).count(),
+                "bytes": reports.iter().filter(|r| r.status == "complete").map(|r| r.size.unwrap_or(0)).sum::<u64>(),
+                "seconds": started.elapsed().as_secs_f64(),
+                "interrupted": interrupted,
+            }
+        });
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&report).expect("serializes"),
+        )
+        .map_err(|e| Failure::Usage(format!("cannot write the report {}: {e}", path.display())))?;
+    }
+    if interrupted {
+        let args: Vec<String> = std::env::args().collect();
+        eprintln!(
+            "tusflow: interrupted: {} of {total} files done; unfinished uploads are stored. To continue, run:\n  {}",
+            count("complete") + count("skipped"),
+            args.join(" ")
+        );
+        return Ok(FAILED);
+    }
+    Ok(if failed > 0 { FAILED } else { OK })
 }
 
 fn list(store: &StoreArgs, json: bool) -> Result<u8, Failure> {
@@ -548,8 +778,27 @@ fn forget(url: Option<&str>, all: bool, expired: bool, store: &StoreArgs) -> Res
     Ok(OK)
 }
 
-async fn info(endpoint: &str, conn: &ConnArgs, json: bool) -> Result<u8, Failure> {
-    let client = client(Some(endpoint), conn, middleware(conn, None, None, None)?)?;
+async fn info(
+    config: Option<&Path>,
+    endpoint: Option<String>,
+    conn: &ConnArgs,
+    json: bool,
+) -> Result<u8, Failure> {
+    let mut o = serde_json::Map::new();
+    conn_overrides(conn, &mut o)?;
+    if let Some(e) = endpoint {
+        o.insert("endpoint".into(), json!(e));
+    }
+    o.insert("store".into(), json!({ "kind": "none" }));
+    let loaded = tusflow::config::load(config, serde_json::Value::from(o))?;
+    if loaded.config.endpoint.is_none() {
+        return Err(Failure::Usage(
+            "info needs an ENDPOINT argument or `endpoint` in the config".into(),
+        ));
+    }
+    let mut stack = loaded.config.middleware.stack.clone();
+    adjust_stack(&mut stack, conn, None);
+    let client = client_from(&loaded, stack, false)?;
     let caps = client.capabilities().await?;
     if json {
         println!(
@@ -581,9 +830,20 @@ async fn info(endpoint: &str, conn: &ConnArgs, json: bool) -> Result<u8, Failure
     Ok(OK)
 }
 
-async fn status(upload_url: &str, conn: &ConnArgs, json: bool) -> Result<u8, Failure> {
+async fn status(
+    config: Option<&Path>,
+    upload_url: &str,
+    conn: &ConnArgs,
+    json: bool,
+) -> Result<u8, Failure> {
     let url = parse_http_url("upload URL", upload_url)?;
-    let client = client(None, conn, middleware(conn, None, None, None)?)?;
+    let mut o = serde_json::Map::new();
+    conn_overrides(conn, &mut o)?;
+    o.insert("store".into(), json!({ "kind": "none" }));
+    let loaded = tusflow::config::load(config, serde_json::Value::from(o))?;
+    let mut stack = loaded.config.middleware.stack.clone();
+    adjust_stack(&mut stack, conn, None);
+    let client = client_from(&loaded, stack, false)?;
     let st = match client.status(&url).await {
         Ok(st) => st,
         Err(e) if e.is_gone() => {

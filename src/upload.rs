@@ -253,8 +253,18 @@ impl Uploader {
         self.fingerprint.as_deref()
     }
 
+    /// Forget every stored upload of this source, so the next upload starts anew.
+    pub async fn forget_previous_uploads(&mut self) -> Result<()> {
+        for r in self.previous_uploads().await? {
+            if let Some(store) = self.resume.store.clone() {
+                self.forget(&store, &r.fingerprint, &r.url).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The stored uploads of this source, most recent first.
-    pub(crate) async fn previous_uploads(&mut self) -> Result<Vec<UploadRecord>> {
+    pub async fn previous_uploads(&mut self) -> Result<Vec<UploadRecord>> {
         self.open().await?;
         match (&self.resume.store, &self.fingerprint) {
             (Some(store), Some(fp)) => {

@@ -52,8 +52,14 @@ fn upload_json_reports_each_file_and_stores_exact_bytes() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 2);
-    for (line, path, size) in [(&lines[0], &a, 3_000_001u64), (&lines[1], &b, 0)] {
-        assert_eq!(line["path"], path.to_str().unwrap());
+    // Files run concurrently: one line each, as each ends.
+    let line_of = |p: &std::path::Path| {
+        lines
+            .iter()
+            .find(|l| l["path"] == p.to_str().unwrap())
+            .unwrap()
+    };
+    for (line, path, size) in [(line_of(&a), &a, 3_000_001u64), (line_of(&b), &b, 0)] {
         assert_eq!(line["size"], size);
         assert_eq!(line["offset"], size);
         assert_eq!(line["complete"], true);
@@ -159,9 +165,11 @@ fn a_failed_file_exits_1_and_the_others_still_complete() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("missing.bin"), "{}", stderr(&out));
     let lines = json_lines(&out);
-    assert_eq!(lines[0]["complete"], false);
-    assert!(lines[0]["error"].as_str().unwrap().contains("missing.bin"));
-    server.assert_stored_file(lines[1]["url"].as_str().unwrap(), &good);
+    let bad = lines.iter().find(|l| l["status"] == "failed").unwrap();
+    assert_eq!(bad["complete"], false);
+    assert!(bad["error"].as_str().unwrap().contains("missing.bin"));
+    let ok = lines.iter().find(|l| l["status"] == "complete").unwrap();
+    server.assert_stored_file(ok["url"].as_str().unwrap(), &good);
 
     // An unreachable server is a failure too, not a usage error.
     let out = tusflow(&[

@@ -1,0 +1,460 @@
+//! One config for the whole stack, from defaults <- a config file (TOML, YAML or JSON
+//! by extension) <- `TUSFLOW_` env vars (nested keys split on `__`) <- CLI flags, with
+//! figment. Every error names the file or env var, the key, and what was expected.
+//!
+//! ```toml
+//! endpoint = "http://127.0.0.1:1080/files/"
+//! chunk_size = "16 MiB"          # or "unlimited" (the default: one PATCH)
+//! headers = { Authorization = "Bearer ..." }
+//! metadata = { project = "x" }
+//!
+//! [middleware]
+//! stack = ["log", "retry", "rate-limit"]   # outermost first
+//! [middleware.retry]
+//! max_attempts = 8
+//! [middleware.rate-limit]
+//! bytes_per_second = "50 MB"
+//!
+//! [store]
+//! kind = "redb"                  # "memory" or "none" too
+//! path = "uploads.redb"
+//!
+//! [batch]
+//! paths = ["media/**/*.mp4"]
+//! exclude = ["**/tmp/**"]
+//! concurrency = 8
+//! metadata = { name = "{relpath}" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Json, Serialized, Toml, Yaml};
+use figment::value::{Dict, Value};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::core::config::{duration, parse_size};
+use crate::core::plugin::{config_error, suggest};
+use crate::{Error, Result};
+
+/// The env var prefix.
+pub const ENV_PREFIX: &str = "TUSFLOW_";
+/// The config file read when none is named.
+pub const DEFAULT_FILE: &str = "tusflow.toml";
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The creation endpoint.
+    pub endpoint: Option<String>,
+    /// Headers sent with every request.
+    pub headers: BTreeMap<String, String>,
+    /// Metadata of every upload.
+    pub metadata: BTreeMap<String, String>,
+    /// Bytes per PATCH; `None`: the whole rest in one.
+    #[serde(deserialize_with = "chunk_size", serialize_with = "ser_chunk")]
+    pub chunk_size: Option<u64>,
+    /// How long connecting may take.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// How long a request may go without moving a byte.
+    #[serde(with = "duration")]
+    pub stall_timeout: Duration,
+    /// Do NOT verify TLS certificates.
+    pub insecure: bool,
+    /// Send PATCH and DELETE as POST with X-HTTP-Method-Override.
+    pub method_override: bool,
+    /// Extra CA certificates (PEM).
+    pub cacert: Option<PathBuf>,
+    /// Client certificate and key (PEM).
+    pub cert: Option<PathBuf>,
+    /// The middleware stack and each plugin's section.
+    pub middleware: Middleware,
+    /// The URL store.
+    pub store: StoreConfig,
+    /// Fingerprints.
+    pub fingerprint: FingerprintConfig,
+    /// Batch uploads.
+    pub batch: BatchConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            endpoint: None,
+            headers: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            chunk_size: None,
+            connect_timeout: crate::core::service::DEFAULT_CONNECT_TIMEOUT,
+            stall_timeout: crate::core::service::DEFAULT_STALL_TIMEOUT,
+            insecure: false,
+            method_override: false,
+            cacert: None,
+            cert: None,
+            middleware: Middleware::default(),
+            store: StoreConfig::default(),
+            fingerprint: FingerprintConfig::default(),
+            batch: BatchConfig::default(),
+        }
+    }
+}
+
+fn chunk_size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum V {
+        N(u64),
+        S(String),
+    }
+    match Option::<V>::deserialize(d)? {
+        None | Some(V::N(0)) => Ok(None),
+        Some(V::N(n)) => Ok(Some(n)),
+        Some(V::S(s)) if s.eq_ignore_ascii_case("unlimited") => Ok(None),
+        Some(V::S(s)) => parse_size(&s)
+            .map(|n| (n > 0).then_some(n))
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+fn ser_chunk<S: serde::Serializer>(v: &Option<u64>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match v {
+        Some(n) => s.serialize_u64(*n),
+        None => s.serialize_str("unlimited"),
+    }
+}
+
+/// `[middleware]`: the stack (outermost first) and one table per plugin, which the
+/// plugin itself reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Middleware {
+    /// Plugin names, outermost first.
+    pub stack: Vec<String>,
+    /// The plugins' sections, checked by each plugin.
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, Value>,
+}
+
+impl Default for Middleware {
+    fn default() -> Self {
+        Middleware {
+            stack: vec!["log".into(), "retry".into()],
+            sections: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `redb` (default), `memory` or `none`.
+    pub kind: StoreKind,
+    /// The redb file (default: in the user's data directory).
+    pub path: Option<PathBuf>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Redb,
+            path: None,
+        }
+    }
+}
+
+/// Which store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded redb file.
+    Redb,
+    /// In memory: resumes within one run only.
+    Memory,
+    /// No store.
+    None,
+}
+
+/// `[fingerprint]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FingerprintConfig {
+    /// `fast` (default) or `content`.
+    pub mode: FingerprintMode,
+}
+
+/// Fingerprint modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FingerprintMode {
+    /// Size, modification time, first and last 64 KiB.
+    #[default]
+    Fast,
+    /// Every byte.
+    Content,
+}
+
+/// `[batch]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Files, directories (recursive) and globs.
+    pub paths: Vec<String>,
+    /// Globs of paths to leave out.
+    pub exclude: Vec<String>,
+    /// Files uploading at once.
+    pub concurrency: usize,
+    /// Metadata templates: `{filename}`, `{relpath}`, `{size}`.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            paths: Vec::new(),
+            exclude: Vec::new(),
+            concurrency: 4,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+/// A loaded config: the values, and the figment they came from (for provenance and
+/// the plugins' sections).
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The values.
+    pub config: Config,
+    /// Where each value came from.
+    pub figment: Figment,
+    /// The config file read, if any.
+    pub file: Option<PathBuf>,
+}
+
+/// Load the config: defaults <- `file` (or `./tusflow.toml` if present) <- `TUSFLOW_`
+/// env vars <- `overrides` (the CLI flags that were given).
+pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Loaded> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    let file = match file {
+        Some(f) => {
+            if !f.is_file() {
+                return Err(Error::config(format!(
+                    "the config file {} does not exist",
+                    f.display()
+                )));
+            }
+            Some(f.to_path_buf())
+        }
+        None => Some(PathBuf::from(DEFAULT_FILE)).filter(|p| p.is_file()),
+    };
+    if let Some(f) = &file {
+        let ext = f
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        figment = match ext.as_str() {
+            "toml" => figment.merge(Toml::file_exact(f)),
+            "yaml" | "yml" => figment.merge(Yaml::file_exact(f)),
+            "json" => figment.merge(Json::file_exact(f)),
+            _ => {
+                return Err(Error::config(format!(
+                    "the config file {} has no known format: name it .toml, .yaml or .json",
+                    f.display()
+                )));
+            }
+        };
+    }
+    let env = Env::prefixed(ENV_PREFIX).split("__").map(|k| {
+        k.as_str()
+            .replacen("middleware.rate_limit", "middleware.rate-limit", 1)
+            .into()
+    });
+    figment = figment.merge(env).merge(Serialized::defaults(overrides));
+    let config: Config = figment.extract().map_err(|e| config_error("", e))?;
+    Ok(Loaded {
+        config,
+        figment,
+        file,
+    })
+}
+
+impl Loaded {
+    /// Check that every `[middleware.NAME]` section names a known plugin, and build the
+    /// stack's layers.
+    pub fn layers(
+        &self,
+        registry: &crate::plugins::Registry,
+    ) -> Result<Vec<crate::core::BoxLayer>> {
+        let known: Vec<&str> = registry.names().collect();
+        for name in self.config.middleware.sections.keys() {
+            if !known.contains(&name.as_str()) {
+                let hint = suggest(name, &known)
+                    .map(|s| format!(" (did you mean {s:?}?)"))
+                    .unwrap_or_default();
+                let source = self.source_of(&format!("middleware.{name}"));
+                return Err(Error::config(format!(
+                    "unknown plugin section `middleware.{name}`{hint}{source}; known plugins are: {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        registry.build(&self.config.middleware.stack, &self.figment)
+    }
+
+    /// ` in <source>` for a key, when known.
+    fn source_of(&self, key: &str) -> String {
+        self.figment
+            .find_metadata(key)
+            .map(|m| match &m.source {
+                Some(s) => format!(" in {s}"),
+                None => format!(" in {}", m.name),
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every value as `key = value  # source` lines, secrets redacted.
+    pub fn show(&self) -> Result<String> {
+        let value: Value = self.figment.extract().map_err(|e| config_error("", e))?;
+        let mut lines = Vec::new();
+        walk(&value, &mut Vec::new(), &mut |path, v| {
+            let key = path.join(".");
+            let shown = if is_secret_key(path) {
+                "\"<redacted>\"".to_owned()
+            } else {
+                render(v)
+            };
+            let source = self
+                .figment
+                .find_metadata(&key)
+                .map(|m| match &m.source {
+                    Some(s) => format!("{} {s}", m.name),
+                    None => m.name.to_string(),
+                })
+                .unwrap_or_else(|| "default".into());
+            lines.push(format!("{key} = {shown}    # {source}"));
+        });
+        Ok(lines.join("\n"))
+    }
+}
+
+fn walk(v: &Value, path: &mut Vec<String>, f: &mut dyn FnMut(&[String], &Value)) {
+    match v {
+        Value::Dict(_, d) if !d.is_empty() => walk_dict(d, path, f),
+        other => f(path, other),
+    }
+}
+
+fn walk_dict(d: &Dict, path: &mut Vec<String>, f: &mut dyn FnMut(&[String], &Value)) {
+    for (k, v) in d {
+        path.push(k.clone());
+        walk(v, path, f);
+        path.pop();
+    }
+}
+
+fn render(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "?".into())
+}
+
+/// Keys whose values are credentials: header values of credential headers, and every
+/// value of the auth plugin.
+fn is_secret_key(path: &[String]) -> bool {
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    match p.as_slice() {
+        ["headers", name, ..] => {
+            http::HeaderName::try_from(*name).is_ok_and(|n| crate::client::is_sensitive_header(&n))
+        }
+        ["middleware", "auth", rest @ ..] => !matches!(rest, ["allowed_origins", ..]),
+        _ => p.iter().any(|k| {
+            let k = k.to_ascii_lowercase();
+            ["password", "token", "secret"]
+                .iter()
+                .any(|w| k.contains(w))
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn file_values_and_errors_name_file_and_key() {
+        let (_d, p) = with_file(
+            "c.toml",
+            "endpoint = \"http://h/files/\"\nchunk_size = \"16 MiB\"\n[batch]\nconcurrency = 8\n",
+        );
+        let l = load(Some(&p), BTreeMap::<String, String>::new()).unwrap();
+        assert_eq!(l.config.chunk_size, Some(16 << 20));
+        assert_eq!(l.config.batch.concurrency, 8);
+
+        let (_d, p) = with_file("c.toml", "[batch]\nconcurrency = \"lots\"\n");
+        let e = load(Some(&p), BTreeMap::<String, String>::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("batch.concurrency") && e.contains("c.toml"),
+            "{e}"
+        );
+
+        let (_d, p) = with_file("c.yaml", "endpont: http://h/files/\n");
+        let e = load(Some(&p), BTreeMap::<String, String>::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("endpont") && e.contains("did you mean `endpoint`?") && e.contains("c.yaml"),
+            "{e}"
+        );
+
+        let (_d, p) = with_file(
+            "c.json",
+            "{\"middleware\": {\"stack\": [\"log\"], \"retyr\": {}}}",
+        );
+        let l = load(Some(&p), BTreeMap::<String, String>::new()).unwrap();
+        let e = l
+            .layers(&crate::plugins::builtin())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("middleware.retyr")
+                && e.contains("did you mean \"retry\"?")
+                && e.contains("c.json"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn show_names_sources_and_redacts_secrets() {
+        let (_d, p) = with_file(
+            "c.toml",
+            "headers = { Authorization = \"Bearer hunter2\", X-Trace = \"on\" }\n[middleware.auth]\nbearer = \"hunter3\"\n",
+        );
+        let l = load(
+            Some(&p),
+            BTreeMap::from([("endpoint", "http://flag/files/")]),
+        )
+        .unwrap();
+        let shown = l.show().unwrap();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hunter3"),
+            "{shown}"
+        );
+        assert!(shown.contains("headers.X-Trace = \"on\""), "{shown}");
+        assert!(shown.contains("c.toml"), "{shown}");
+        assert!(
+            shown.contains("endpoint = \"http://flag/files/\""),
+            "{shown}"
+        );
+    }
+}

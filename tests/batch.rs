@@ -1,0 +1,327 @@
+//! Config-driven batch uploads against the real server: config files, env overrides,
+//! a batch killed and re-run, reports, and config errors.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::proxy::FaultProxy;
+use support::{TusServer, assert_same_files, make_file};
+
+fn tusflow(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tusflow"));
+    c.args(args)
+        .current_dir(dir)
+        .env("XDG_DATA_HOME", dir.join("data"));
+    c
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_config_file_batch_of_200_nested_files() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("media");
+    let mut expected = Vec::new();
+    for i in 0..200u64 {
+        let sub = format!("d{}/e{}", i % 7, i % 3);
+        std::fs::create_dir_all(root.join(&sub)).unwrap();
+        // Mostly small files, every tenth up to 8 MiB, one empty.
+        let size = if i == 0 {
+            0
+        } else if i % 10 == 0 {
+            (i * 419_430) % (8 << 20) + 1
+        } else {
+            i * 331
+        };
+        let path = make_file(&root.join(&sub), &format!("f{i}.bin"), size, i);
+        expected.push(path);
+    }
+    // Excluded: a directory and another extension.
+    std::fs::create_dir_all(root.join("skip")).unwrap();
+    make_file(&root.join("skip"), "x.bin", 10, 1);
+    make_file(&root.join("d1"), "notes.txt", 10, 2);
+    let config = dir.path().join("tusflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "endpoint = \"{}\"\n[batch]\npaths = [\"media/**/*.bin\"]\nexclude = [\"skip/**\"]\nconcurrency = 8\nmetadata = {{ relpath = \"{{relpath}}\" }}\n",
+            server.endpoint
+        ),
+    )
+    .unwrap();
+    let out = tusflow(dir.path(), &["batch", "--report", "report.json", "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = report(&dir.path().join("report.json"));
+    assert_eq!(r["totals"]["files"], 200);
+    assert_eq!(r["totals"]["complete"], 200);
+    assert_eq!(r["totals"]["failed"], 0);
+    let files = r["files"].as_array().unwrap();
+    for entry in files {
+        // Paths in the report are as the batch named them, here relative to its dir.
+        let path = &dir.path().join(entry["path"].as_str().unwrap());
+        assert!(!path.to_string_lossy().contains("skip"));
+        assert_eq!(entry["status"], "complete");
+        assert_eq!(
+            entry["size"].as_u64(),
+            Some(std::fs::metadata(path).unwrap().len())
+        );
+        let url = entry["url"].as_str().unwrap();
+        assert_same_files(&server.stored_path(url), path);
+    }
+    assert_eq!(files.len(), 200);
+    assert_eq!(server.upload_count(), 200);
+    // The {relpath} template reached the server.
+    let one = files
+        .iter()
+        .find(|e| e["path"].as_str().unwrap().ends_with("/f13.bin"))
+        .unwrap();
+    let meta = std::fs::read_to_string(
+        server
+            .stored_path(one["url"].as_str().unwrap())
+            .with_extension("json"),
+    )
+    .unwrap();
+    assert!(meta.contains("d6/e1/f13.bin"), "{meta}");
+
+    // A re-run uploads nothing again.
+    let out = tusflow(dir.path(), &["batch", "--report", "again.json", "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        report(&dir.path().join("again.json"))["totals"]["skipped"],
+        200
+    );
+    assert_eq!(server.upload_count(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_batch_completes_on_re_run_without_uploading_twice() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    for i in 0..60u64 {
+        make_file(&dir.path().join("in"), &format!("f{i:02}.bin"), 1 << 20, i);
+    }
+    let args = [
+        "batch",
+        "-e",
+        server.endpoint.as_str(),
+        "--concurrency",
+        "8",
+        "--rate-limit",
+        "24MB/s",
+        "--chunk-size",
+        "256KiB",
+        "--quiet",
+        "--report",
+        "report.json",
+        "in",
+    ];
+    let mut first = tusflow(dir.path(), &args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let done = std::fs::read_dir(server.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().ends_with(".json"))
+            .filter(|e| e.metadata().unwrap().len() == 1 << 20)
+            .count();
+        if done >= 20 {
+            break;
+        }
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the batch ended before the kill"
+        );
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let created = server.upload_count();
+    assert!(created < 60, "{created}");
+
+    let out = tusflow(dir.path(), &args).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = report(&dir.path().join("report.json"));
+    let t = &r["totals"];
+    assert_eq!(
+        t["complete"].as_u64().unwrap() + t["skipped"].as_u64().unwrap(),
+        60
+    );
+    // Files complete at the kill are skipped (or, if the kill came between the last
+    // byte and the record's update, resumed at their end); those in flight resume.
+    let (skipped, resumed) = (
+        t["skipped"].as_u64().unwrap(),
+        t["resumed"].as_u64().unwrap(),
+    );
+    assert!(skipped + resumed >= 20, "{t}");
+    assert!(resumed >= 1, "the files in flight resumed: {t}");
+    for entry in r["files"].as_array().unwrap() {
+        let path = dir.path().join(entry["path"].as_str().unwrap());
+        assert_same_files(&server.stored_path(entry["url"].as_str().unwrap()), &path);
+    }
+    // Every file is in exactly one upload that holds bytes. A kill during a creation
+    // POST can leave an empty upload whose URL the client never heard (creation is not
+    // idempotent): at most one per file in flight, never a file's bytes twice.
+    let sizes: Vec<u64> = std::fs::read_dir(server.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".json"))
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    assert_eq!(
+        sizes.iter().filter(|s| **s > 0).count(),
+        60,
+        "no file was uploaded twice"
+    );
+    assert!(sizes.len() <= 60 + 8, "{} uploads", sizes.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_env_var_overrides_a_plugin_setting() {
+    let server = TusServer::start();
+    let proxy = FaultProxy::start(&server.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = make_file(dir.path(), "f.bin", 1000, 1);
+    std::fs::write(
+        dir.path().join("tusflow.toml"),
+        format!(
+            "endpoint = \"{}\"\n[middleware]\nstack = [\"retry\"]\n[middleware.retry]\ninitial_delay = \"10ms\"\nmax_attempts = 4\n",
+            proxy.url(&server.endpoint)
+        ),
+    )
+    .unwrap();
+    let file = f.to_str().unwrap().to_owned();
+    // With the file's settings, two 503s are retried.
+    proxy.answer(Some("POST"), 503, 2);
+    let out = tokio::task::spawn_blocking({
+        let (d, file) = (dir.path().to_owned(), file.clone());
+        move || {
+            tusflow(&d, &["upload", "--no-store", &file])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The env var allows one try only: the same faults now fail the upload.
+    proxy.answer(Some("POST"), 503, 2);
+    let out = tokio::task::spawn_blocking({
+        let (d, file) = (dir.path().to_owned(), file.clone());
+        move || {
+            tusflow(&d, &["upload", "--no-store", &file])
+                .env("TUSFLOW_MIDDLEWARE__RETRY__MAX_ATTEMPTS", "1")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("503"), "{}", stderr(&out));
+}
+
+#[test]
+fn config_errors_exit_2_naming_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = make_file(dir.path(), "f.bin", 10, 1);
+    let cases = [
+        (
+            "wrong-type.toml",
+            "endpoint = \"http://127.0.0.1:9/files/\"\n[batch]\nconcurrency = \"many\"\n",
+            "batch.concurrency",
+        ),
+        (
+            "unknown-key.yaml",
+            "endpoint: http://127.0.0.1:9/files/\nchunk_sise: 1MiB\n",
+            "did you mean `chunk_size`?",
+        ),
+        (
+            "unknown-plugin.json",
+            "{\"endpoint\": \"http://127.0.0.1:9/files/\", \"middleware\": {\"stack\": [\"log\", \"retyr\"]}}",
+            "unknown plugin \"retyr\" (did you mean \"retry\"?)",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = tusflow(
+            dir.path(),
+            &["-c", path.to_str().unwrap(), "upload", f.to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: {err}");
+        if name != "unknown-plugin.json" {
+            assert!(err.contains(name), "{name} names the file: {err}");
+        }
+    }
+    // An env var with a bad value is named too.
+    let out = tusflow(
+        dir.path(),
+        &[
+            "upload",
+            "-e",
+            "http://127.0.0.1:9/files/",
+            f.to_str().unwrap(),
+        ],
+    )
+    .env("TUSFLOW_STALL_TIMEOUT", "forever")
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("TUSFLOW_STALL_TIMEOUT"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn config_show_names_sources_and_redacts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tusflow.toml"),
+        "endpoint = \"http://127.0.0.1:9/files/\"\nheaders = { Authorization = \"Bearer s3cr3t\" }\n",
+    )
+    .unwrap();
+    let out = tusflow(dir.path(), &["config", "show"])
+        .env("TUSFLOW_BATCH__CONCURRENCY", "3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("s3cr3t"), "{text}");
+    assert!(
+        text.contains("headers.Authorization = \"<redacted>\""),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("endpoint =") && l.contains("tusflow.toml")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("batch.concurrency = 3") && l.contains("TUSFLOW_")),
+        "{text}"
+    );
+}
