@@ -519,9 +519,9 @@ impl Uploader {
             blocking(move || {
                 // The same path to the same endpoint under another fingerprint: the
                 // file changed since, and that upload can never be continued.
-                if source.is_some() {
-                    for r in store.list()? {
-                        if r.fingerprint != fp && r.source == source && r.endpoint == endpoint {
+                if let Some(source) = &source {
+                    for r in store.find_by_source(endpoint.as_deref(), source)? {
+                        if r.fingerprint != fp {
                             tracing::info!(url = %r.url, "dropping the stored upload of an earlier version of the file");
                             store.remove(&r.fingerprint, &r.url)?;
                         }

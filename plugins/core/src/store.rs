@@ -85,6 +85,17 @@ pub trait UrlStore: Send + Sync + 'static {
     /// Every record, most recently updated first.
     fn list(&self) -> Result<Vec<UploadRecord>>;
 
+    /// The records of uploads of `source` to `endpoint` (under any fingerprint), most
+    /// recently updated first. Stores with many records should index this; the
+    /// default scans [`UrlStore::list`].
+    fn find_by_source(&self, endpoint: Option<&str>, source: &str) -> Result<Vec<UploadRecord>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|r| r.source.as_deref() == Some(source) && r.endpoint.as_deref() == endpoint)
+            .collect())
+    }
+
     /// Remove every record of `url`; how many there were.
     fn remove_url(&self, url: &str) -> Result<usize> {
         let mut n = 0;

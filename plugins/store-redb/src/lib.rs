@@ -29,6 +29,23 @@ use tusflow_core::{Error, Result};
 
 /// The table, versioned by name.
 const UPLOADS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("uploads_v1");
+/// An index: `endpoint \0 source \0 fingerprint \0 url` -> (), kept with `UPLOADS`.
+const BY_SOURCE: TableDefinition<'_, &str, ()> = TableDefinition::new("uploads_by_source_v1");
+
+fn source_key(endpoint: Option<&str>, source: &str) -> String {
+    format!("{}\0{source}\0", endpoint.unwrap_or(""))
+}
+
+fn index_key(r: &UploadRecord) -> Option<String> {
+    r.source.as_deref().map(|s| {
+        format!(
+            "{}{}\0{}",
+            source_key(r.endpoint.as_deref(), s),
+            r.fingerprint,
+            r.url
+        )
+    })
+}
 
 /// A URL store in a redb file.
 pub struct RedbStore {
@@ -92,7 +109,7 @@ impl RedbStore {
         };
         // Create the file and the table up front: errors show now, and readers never
         // find the table missing.
-        store.write(|_| Ok(()))?;
+        store.write(|_, _| Ok(()))?;
         Ok(store)
     }
 
@@ -121,35 +138,39 @@ impl RedbStore {
         f(&db)
     }
 
-    fn write(&self, f: impl FnOnce(&mut redb::Table<'_, &str, &[u8]>) -> Result<()>) -> Result<()> {
+    fn write(
+        &self,
+        f: impl FnOnce(&mut redb::Table<'_, &str, &[u8]>, &mut redb::Table<'_, &str, ()>) -> Result<()>,
+    ) -> Result<()> {
         self.with_db(|db| {
             let txn = db.begin_write().map_err(|e| self.err(e))?;
             {
                 let mut table = txn.open_table(UPLOADS).map_err(|e| self.err(e))?;
-                f(&mut table)?;
+                let mut index = txn.open_table(BY_SOURCE).map_err(|e| self.err(e))?;
+                f(&mut table, &mut index)?;
             }
             txn.commit().map_err(|e| self.err(e))
         })
     }
 
-    fn read_all(&self, filter: impl Fn(&UploadRecord) -> bool) -> Result<Vec<UploadRecord>> {
+    fn decode(&self, key: &str, value: &[u8]) -> Result<UploadRecord> {
+        serde_json::from_slice(value).map_err(|e| {
+            Error::invalid(format!(
+                "the store {} has an unreadable record {:?}: {e}",
+                self.path.display(),
+                key.split('\0').next().unwrap_or("")
+            ))
+        })
+    }
+
+    fn read_all(&self) -> Result<Vec<UploadRecord>> {
         self.with_db(|db| {
             let txn = db.begin_read().map_err(|e| self.err(e))?;
             let table = txn.open_table(UPLOADS).map_err(|e| self.err(e))?;
             let mut out = Vec::new();
             for item in table.iter().map_err(|e| self.err(e))? {
                 let (k, v) = item.map_err(|e| self.err(e))?;
-                match serde_json::from_slice::<UploadRecord>(v.value()) {
-                    Ok(r) if filter(&r) => out.push(r),
-                    Ok(_) => {}
-                    Err(e) => {
-                        return Err(Error::invalid(format!(
-                            "the store {} has an unreadable record {:?}: {e}",
-                            self.path.display(),
-                            k.value().split('\0').next().unwrap_or("")
-                        )));
-                    }
-                }
+                out.push(self.decode(k.value(), v.value())?);
             }
             Ok(newest_first(out))
         })
@@ -180,31 +201,80 @@ fn store_error(path: &Path, e: redb::Error) -> Error {
 
 impl UrlStore for RedbStore {
     fn find(&self, fingerprint: &str) -> Result<Vec<UploadRecord>> {
-        self.read_all(|r| r.fingerprint == fingerprint)
+        // Keys start with the fingerprint: a range scan, not a scan of every record.
+        let prefix = format!("{fingerprint}\0");
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.err(e))?;
+            let table = txn.open_table(UPLOADS).map_err(|e| self.err(e))?;
+            let mut out = Vec::new();
+            for item in table.range(prefix.as_str()..).map_err(|e| self.err(e))? {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                if !k.value().starts_with(prefix.as_str()) {
+                    break;
+                }
+                out.push(self.decode(k.value(), v.value())?);
+            }
+            Ok(newest_first(out))
+        })
     }
 
     fn add(&self, record: &UploadRecord) -> Result<()> {
         let value = serde_json::to_vec(record).expect("a record serializes");
         let k = key(&record.fingerprint, &record.url);
-        self.write(|t| {
-            t.insert(k.as_str(), value.as_slice())
-                .map(drop)
-                .map_err(|e| self.err(e))
+        self.write(|t, index| {
+            let old = t
+                .insert(k.as_str(), value.as_slice())
+                .map_err(|e| self.err(e))?;
+            let old = old.and_then(|v| serde_json::from_slice::<UploadRecord>(v.value()).ok());
+            if let Some(ik) = old.as_ref().and_then(index_key) {
+                index.remove(ik.as_str()).map_err(|e| self.err(e))?;
+            }
+            if let Some(ik) = index_key(record) {
+                index.insert(ik.as_str(), ()).map_err(|e| self.err(e))?;
+            }
+            Ok(())
         })
     }
 
     fn remove(&self, fingerprint: &str, url: &str) -> Result<bool> {
         let k = key(fingerprint, url);
         let mut found = false;
-        self.write(|t| {
-            found = t.remove(k.as_str()).map_err(|e| self.err(e))?.is_some();
+        self.write(|t, index| {
+            let old = t.remove(k.as_str()).map_err(|e| self.err(e))?;
+            found = old.is_some();
+            let old = old.and_then(|v| serde_json::from_slice::<UploadRecord>(v.value()).ok());
+            if let Some(ik) = old.as_ref().and_then(index_key) {
+                index.remove(ik.as_str()).map_err(|e| self.err(e))?;
+            }
             Ok(())
         })?;
         Ok(found)
     }
 
+    fn find_by_source(&self, endpoint: Option<&str>, source: &str) -> Result<Vec<UploadRecord>> {
+        let prefix = source_key(endpoint, source);
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.err(e))?;
+            let index = txn.open_table(BY_SOURCE).map_err(|e| self.err(e))?;
+            let table = txn.open_table(UPLOADS).map_err(|e| self.err(e))?;
+            let mut out = Vec::new();
+            for item in index.range(prefix.as_str()..).map_err(|e| self.err(e))? {
+                let (ik, _) = item.map_err(|e| self.err(e))?;
+                let Some(rest) = ik.value().strip_prefix(prefix.as_str()).map(str::to_owned) else {
+                    break;
+                };
+                if let Some(v) = table.get(rest.as_str()).map_err(|e| self.err(e))?
+                    && let Ok(r) = serde_json::from_slice::<UploadRecord>(v.value())
+                {
+                    out.push(r);
+                }
+            }
+            Ok(newest_first(out))
+        })
+    }
+
     fn list(&self) -> Result<Vec<UploadRecord>> {
-        self.read_all(|_| true)
+        self.read_all()
     }
 
     fn location(&self) -> String {
@@ -236,6 +306,30 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].offset, Some(8));
         assert_eq!(s.list().unwrap().len(), 2);
+        let mut by_src = UploadRecord::new("fp3", "http://h/files/c");
+        by_src.source = Some("/data/x.bin".into());
+        by_src.endpoint = Some("http://h/files/".into());
+        s.add(&by_src).unwrap();
+        let found = s
+            .find_by_source(Some("http://h/files/"), "/data/x.bin")
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(
+            s.find_by_source(Some("http://other/"), "/data/x.bin")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            s.find_by_source(Some("http://h/files/"), "/data/x.bi")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(s.remove("fp3", "http://h/files/c").unwrap());
+        assert!(
+            s.find_by_source(Some("http://h/files/"), "/data/x.bin")
+                .unwrap()
+                .is_empty()
+        );
         assert!(s.remove("fp1", "http://h/files/a").unwrap());
         assert_eq!(s.remove_url("http://h/files/b").unwrap(), 1);
         assert!(s.list().unwrap().is_empty());
