@@ -181,7 +181,11 @@ pub fn render_template(template: &str, job: &Job, size: u64) -> String {
         .replace("{size}", &size.to_string())
 }
 
-async fn one(client: &Client, job: &Job, opts: &Options) -> FileReport {
+/// Told when a file starts: the job, its size, and a receiver of its progress.
+pub type OnStart =
+    Arc<dyn Fn(&Job, u64, tokio::sync::watch::Receiver<crate::Progress>) + Send + Sync>;
+
+async fn one(client: &Client, job: &Job, opts: &Options, on_start: Option<&OnStart>) -> FileReport {
     let started = Instant::now();
     let size = std::fs::metadata(&job.path).ok().map(|m| m.len());
     let mut report = FileReport {
@@ -222,6 +226,9 @@ async fn one(client: &Client, job: &Job, opts: &Options) -> FileReport {
                 return Ok(());
             }
         }
+        if let Some(f) = on_start {
+            f(job, size.unwrap_or(0), up.progress());
+        }
         let done = match opts.stop_at {
             Some(s) => up.upload_until(s).await,
             None => up.upload().await,
@@ -250,6 +257,7 @@ pub async fn run(
     client: &Client,
     jobs: Vec<Job>,
     opts: &Options,
+    on_start: Option<OnStart>,
     on_done: impl Fn(&FileReport) + Send + Sync + 'static,
     stop: impl std::future::Future<Output = ()>,
 ) -> (Vec<FileReport>, bool) {
@@ -264,9 +272,10 @@ pub async fn run(
             Arc::clone(&on_done),
             Arc::clone(&opts),
         );
+        let on_start = on_start.clone();
         set.spawn(async move {
             let _permit = permits.acquire_owned().await.expect("never closed");
-            let r = one(&client, &job, &opts).await;
+            let r = one(&client, &job, &opts, on_start.as_ref()).await;
             on_done(&r);
             (i, r)
         });

@@ -616,15 +616,35 @@ async fn run_jobs(
     };
     let total = jobs.len();
     let (json_out, quiet) = (common.json, common.quiet);
+    let bars =
+        (!json_out && !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+            progress_bars(
+                jobs.iter()
+                    .filter_map(|j| std::fs::metadata(&j.path).ok())
+                    .map(|m| m.len())
+                    .sum(),
+            )
+        });
     let started = std::time::Instant::now();
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    let on_start = bars
+        .as_ref()
+        .map(|(multi, all)| file_bar_hook(multi.clone(), all.clone()));
+    let printer = bars.as_ref().map(|(multi, _)| multi.clone());
     let (reports, interrupted) = tusflow::batch::run(
         &client,
         jobs,
         &opts,
+        on_start,
         move |r| {
+            let say = |line: String| match &printer {
+                Some(m) => {
+                    let _ = m.println(line);
+                }
+                None => println!("{line}"),
+            };
             if let Some(e) = &r.error {
                 eprintln!("tusflow: {}: {e}", r.path);
             }
@@ -632,31 +652,28 @@ async fn run_jobs(
                 println!("{}", serde_json::to_string(r).expect("a report serializes"));
             } else if !quiet {
                 let url = r.url.as_deref().unwrap_or("-");
-                match r.status {
-                    "complete" if r.resumed => println!(
-                        "{}: complete (resumed), {} bytes -> {url}",
+                let size = r.size.unwrap_or(0);
+                say(match r.status {
+                    "complete" if r.resumed => {
+                        format!("{}: complete (resumed), {size} bytes -> {url}", r.path)
+                    }
+                    "complete" => format!("{}: complete, {size} bytes -> {url}", r.path),
+                    "skipped" => format!("{}: already uploaded -> {url}", r.path),
+                    "partial" => format!(
+                        "{}: stopped at {} of {size} bytes -> {url}",
                         r.path,
-                        r.size.unwrap_or(0)
+                        r.offset.unwrap_or(0)
                     ),
-                    "complete" => println!(
-                        "{}: complete, {} bytes -> {url}",
-                        r.path,
-                        r.size.unwrap_or(0)
-                    ),
-                    "skipped" => println!("{}: already uploaded -> {url}", r.path),
-                    "partial" => println!(
-                        "{}: stopped at {} of {} bytes -> {url}",
-                        r.path,
-                        r.offset.unwrap_or(0),
-                        r.size.unwrap_or(0)
-                    ),
-                    _ => println!("{}: failed", r.path),
-                }
+                    _ => format!("{}: failed", r.path),
+                });
             }
         },
         stop,
     )
     .await;
+    if let Some((_, all)) = &bars {
+        all.finish();
+    }
     let count = |s: &str| reports.iter().filter(|r| r.status == s).count();
     let failed = count("failed");
     if let Some(path) = &common.report {
@@ -691,6 +708,52 @@ async fn run_jobs(
         return Ok(FAILED);
     }
     Ok(if failed > 0 { FAILED } else { OK })
+}
+
+/// A total bar (bytes, rate, ETA) under a set of per-file bars, on stderr.
+fn progress_bars(total_bytes: u64) -> (indicatif::MultiProgress, indicatif::ProgressBar) {
+    let multi = indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
+    let all = multi.add(indicatif::ProgressBar::new(total_bytes));
+    all.set_style(
+        indicatif::ProgressStyle::with_template(
+            "total {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("a valid template"),
+    );
+    (multi, all)
+}
+
+/// For each file that starts: a bar of its own that follows its progress, and the
+/// total bar moved by the same bytes. The bar goes when the upload ends.
+fn file_bar_hook(
+    multi: indicatif::MultiProgress,
+    all: indicatif::ProgressBar,
+) -> tusflow::batch::OnStart {
+    Arc::new(move |job, size, mut rx| {
+        let bar = multi.insert_before(&all, indicatif::ProgressBar::new(size));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:30!} {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec}",
+            )
+            .expect("a valid template"),
+        );
+        bar.set_message(job.relpath.clone());
+        let all = all.clone();
+        tokio::spawn(async move {
+            let mut seen = rx.borrow().acknowledged;
+            bar.set_position(seen);
+            all.inc(seen);
+            while rx.changed().await.is_ok() {
+                let now = rx.borrow().sent;
+                if now > seen {
+                    all.inc(now - seen);
+                    seen = now;
+                }
+                bar.set_position(seen);
+            }
+            bar.finish_and_clear();
+        });
+    })
 }
 
 fn list(store: &StoreArgs, json: bool) -> Result<u8, Failure> {

@@ -325,3 +325,80 @@ fn config_show_names_sources_and_redacts() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_cleanly_and_says_how_to_continue() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    for i in 0..30u64 {
+        make_file(&dir.path().join("in"), &format!("f{i:02}.bin"), 1 << 20, i);
+    }
+    let args = [
+        "batch",
+        "-e",
+        server.endpoint.as_str(),
+        "--concurrency",
+        "4",
+        "--rate-limit",
+        "8MB/s",
+        "--quiet",
+        "--report",
+        "report.json",
+        "in",
+    ];
+    let child = tusflow(dir.path(), &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let done = std::fs::read_dir(server.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().ends_with(".json"))
+            .filter(|e| e.metadata().unwrap().len() == 1 << 20)
+            .count();
+        if done >= 5 {
+            break;
+        }
+    }
+    // Ctrl-C: SIGINT to the process this test started.
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("To continue, run:"),
+        "{}",
+        stderr(&out)
+    );
+    let r = report(&dir.path().join("report.json"));
+    assert_eq!(r["totals"]["interrupted"], true);
+    assert!(r["totals"]["complete"].as_u64().unwrap() < 30);
+
+    let out = tokio::task::spawn_blocking({
+        let d = dir.path().to_owned();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            tusflow(&d, &args).output().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let t = &report(&dir.path().join("report.json"))["totals"];
+    assert_eq!(
+        t["complete"].as_u64().unwrap() + t["skipped"].as_u64().unwrap(),
+        30,
+        "{t}"
+    );
+    assert!(t["skipped"].as_u64().unwrap() >= 1, "{t}");
+}
