@@ -161,6 +161,8 @@ pub struct FileReport {
     pub status: &'static str,
     /// True when a stored or given upload was continued.
     pub resumed: bool,
+    /// Tries: 1, plus every retry of the retry middleware.
+    pub attempts: u32,
     /// True when the server has every byte.
     pub complete: bool,
     /// Seconds it took.
@@ -195,6 +197,7 @@ async fn one(client: &Client, job: &Job, opts: &Options, on_start: Option<&OnSta
         offset: None,
         status: "failed",
         resumed: false,
+        attempts: 1,
         complete: false,
         seconds: 0.0,
         error: None,
@@ -229,10 +232,14 @@ async fn one(client: &Client, job: &Job, opts: &Options, on_start: Option<&OnSta
         if let Some(f) = on_start {
             f(job, size.unwrap_or(0), up.progress());
         }
-        let done = match opts.stop_at {
-            Some(s) => up.upload_until(s).await,
-            None => up.upload().await,
-        };
+        let (done, retries) = crate::core::attempts::count(async {
+            match opts.stop_at {
+                Some(s) => up.upload_until(s).await,
+                None => up.upload().await,
+            }
+        })
+        .await;
+        report.attempts = 1 + retries;
         report.url = up.upload_url().map(|u| u.as_str().to_owned());
         let done = done?;
         report.offset = Some(done.offset);

@@ -136,11 +136,10 @@ async fn a_killed_batch_completes_on_re_run_without_uploading_twice() {
         .unwrap();
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let done = std::fs::read_dir(server.dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| !e.file_name().to_string_lossy().ends_with(".json"))
-            .filter(|e| e.metadata().unwrap().len() == 1 << 20)
+        let done = server
+            .stored_sizes()
+            .iter()
+            .filter(|s| **s == 1 << 20)
             .count();
         if done >= 20 {
             break;
@@ -178,12 +177,7 @@ async fn a_killed_batch_completes_on_re_run_without_uploading_twice() {
     // Every file is in exactly one upload that holds bytes. A kill during a creation
     // POST can leave an empty upload whose URL the client never heard (creation is not
     // idempotent): at most one per file in flight, never a file's bytes twice.
-    let sizes: Vec<u64> = std::fs::read_dir(server.dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| !e.file_name().to_string_lossy().ends_with(".json"))
-        .map(|e| e.metadata().unwrap().len())
-        .collect();
+    let sizes = server.stored_sizes();
     assert_eq!(
         sizes.iter().filter(|s| **s > 0).count(),
         60,
@@ -212,7 +206,7 @@ async fn an_env_var_overrides_a_plugin_setting() {
     let out = tokio::task::spawn_blocking({
         let (d, file) = (dir.path().to_owned(), file.clone());
         move || {
-            tusflow(&d, &["upload", "--no-store", &file])
+            tusflow(&d, &["upload", "--no-store", "--json", &file])
                 .output()
                 .unwrap()
         }
@@ -220,6 +214,9 @@ async fn an_env_var_overrides_a_plugin_setting() {
     .await
     .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(line["attempts"], 3, "two 503s, then success: {line}");
     // The env var allows one try only: the same faults now fail the upload.
     proxy.answer(Some("POST"), 503, 2);
     let out = tokio::task::spawn_blocking({
@@ -354,11 +351,10 @@ async fn ctrl_c_stops_cleanly_and_says_how_to_continue() {
         .unwrap();
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let done = std::fs::read_dir(server.dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| !e.file_name().to_string_lossy().ends_with(".json"))
-            .filter(|e| e.metadata().unwrap().len() == 1 << 20)
+        let done = server
+            .stored_sizes()
+            .iter()
+            .filter(|s| **s == 1 << 20)
             .count();
         if done >= 5 {
             break;

@@ -187,13 +187,7 @@ async fn a_killed_upload_resumes_from_the_servers_offset() {
     // Wait until the server holds a good part of it, then SIGKILL.
     let stored = loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let biggest = std::fs::read_dir(server.dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| !e.file_name().to_string_lossy().ends_with(".json"))
-            .map(|e| e.metadata().unwrap().len())
-            .max()
-            .unwrap_or(0);
+        let biggest = server.stored_sizes().into_iter().max().unwrap_or(0);
         if biggest >= 64 << 20 {
             break biggest;
         }

@@ -120,6 +120,17 @@ impl TusServer {
         );
     }
 
+    /// The size of every upload the server holds (its data files; `.json` files are
+    /// its records).
+    pub fn stored_sizes(&self) -> Vec<u64> {
+        std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().ends_with(".json"))
+            .map(|e| e.metadata().map_or(0, |m| m.len()))
+            .collect()
+    }
+
     /// How many uploads the server holds.
     pub fn upload_count(&self) -> usize {
         std::fs::read_dir(self.dir.path())

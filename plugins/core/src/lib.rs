@@ -15,6 +15,7 @@
 //! A stack speaks `http::Request<Body>` in and `http::Response<Bytes>` out, with
 //! [`Error`] as its error, so tower and tower-http layers compose with it unchanged.
 
+pub mod attempts;
 pub mod body;
 pub mod config;
 pub mod error;

@@ -240,6 +240,7 @@ impl Attempts<'_> {
             "retrying"
         );
         tokio::time::sleep(delay).await;
+        tusflow_core::attempts::record_retry();
         self.streak += 1;
         self.total += 1;
         true
