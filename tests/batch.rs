@@ -22,6 +22,31 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `n` files of 1 MiB in `dir`.
+fn mib_files(dir: &Path, n: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        make_file(dir, &format!("f{i:02}.bin"), 1 << 20, i);
+    }
+}
+
+/// Wait until the server holds `n` complete 1 MiB uploads, while `batch` still runs.
+async fn wait_for_stored_files(server: &TusServer, n: usize, batch: &mut std::process::Child) {
+    while server
+        .stored_sizes()
+        .iter()
+        .filter(|s| **s == 1 << 20)
+        .count()
+        < n
+    {
+        assert!(
+            batch.try_wait().unwrap().is_none(),
+            "the batch ended before it was stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn report(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -111,10 +136,7 @@ fn a_config_file_batch_of_200_nested_files() {
 async fn a_killed_batch_completes_on_re_run_without_uploading_twice() {
     let server = TusServer::start();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("in")).unwrap();
-    for i in 0..60u64 {
-        make_file(&dir.path().join("in"), &format!("f{i:02}.bin"), 1 << 20, i);
-    }
+    mib_files(&dir.path().join("in"), 60);
     let args = [
         "batch",
         "-e",
@@ -134,21 +156,7 @@ async fn a_killed_batch_completes_on_re_run_without_uploading_twice() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let done = server
-            .stored_sizes()
-            .iter()
-            .filter(|s| **s == 1 << 20)
-            .count();
-        if done >= 20 {
-            break;
-        }
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "the batch ended before the kill"
-        );
-    }
+    wait_for_stored_files(&server, 20, &mut first).await;
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
     let created = server.upload_count();
@@ -327,10 +335,7 @@ fn config_show_names_sources_and_redacts() {
 async fn ctrl_c_stops_cleanly_and_says_how_to_continue() {
     let server = TusServer::start();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("in")).unwrap();
-    for i in 0..30u64 {
-        make_file(&dir.path().join("in"), &format!("f{i:02}.bin"), 1 << 20, i);
-    }
+    mib_files(&dir.path().join("in"), 30);
     let args = [
         "batch",
         "-e",
@@ -344,22 +349,12 @@ async fn ctrl_c_stops_cleanly_and_says_how_to_continue() {
         "report.json",
         "in",
     ];
-    let child = tusflow(dir.path(), &args)
+    let mut child = tusflow(dir.path(), &args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let done = server
-            .stored_sizes()
-            .iter()
-            .filter(|s| **s == 1 << 20)
-            .count();
-        if done >= 5 {
-            break;
-        }
-    }
+    wait_for_stored_files(&server, 5, &mut child).await;
     // Ctrl-C: SIGINT to the process this test started.
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
