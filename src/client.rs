@@ -61,8 +61,6 @@ impl fmt::Debug for Client {
     }
 }
 
-type LayerFn = Box<dyn FnOnce(Stack) -> Stack + Send>;
-
 /// Builds a [`Client`]. Infallible until [`ClientBuilder::build`], which reports the
 /// first problem (a bad endpoint, header or certificate).
 pub struct ClientBuilder {
@@ -70,7 +68,7 @@ pub struct ClientBuilder {
     headers: HeaderMap,
     service: TusServiceBuilder,
     transport: Option<Stack>,
-    layers: Vec<LayerFn>,
+    layers: Vec<crate::core::BoxLayer>,
     resume: Resume,
     error: Option<Error>,
 }
@@ -92,24 +90,7 @@ impl fmt::Debug for ClientBuilder {
     }
 }
 
-/// True for headers whose values are credentials: they are marked sensitive, so
-/// `Debug` and logs show them redacted.
-pub fn is_sensitive_header(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    matches!(
-        n,
-        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    ) || [
-        "token",
-        "secret",
-        "password",
-        "api-key",
-        "apikey",
-        "signature",
-    ]
-    .iter()
-    .any(|w| n.contains(w))
-}
+pub use crate::core::protocol::is_credential_header as is_sensitive_header;
 
 fn mark(name: &HeaderName, mut value: HeaderValue) -> HeaderValue {
     if is_sensitive_header(name) {
@@ -228,18 +209,14 @@ impl ClientBuilder {
         <L::Service as Service<crate::Request>>::Error: Into<BoxError>,
         <L::Service as Service<crate::Request>>::Future: Send + 'static,
     {
-        let layer = crate::core::BoxLayer::new("layer", layer);
-        self.layers
-            .push(Box::new(move |inner: Stack| layer.layer(inner)));
+        self.layers.push(crate::core::BoxLayer::new("layer", layer));
         self
     }
 
     /// Wrap the stack in these layers, outermost first (what
     /// [`Registry::build`](crate::plugins::Registry::build) returns).
     pub fn layers(mut self, layers: impl IntoIterator<Item = crate::core::BoxLayer>) -> Self {
-        for l in layers {
-            self = self.layer(l);
-        }
+        self.layers.extend(layers);
         self
     }
 
@@ -275,13 +252,11 @@ impl ClientBuilder {
             .endpoint
             .map(|e| parse_http_url("endpoint", &e))
             .transpose()?;
-        let mut stack = match self.transport {
+        let stack = match self.transport {
             Some(t) => t,
             None => BoxCloneSyncService::new(self.service.build()?),
         };
-        for layer in self.layers.into_iter().rev() {
-            stack = layer(stack);
-        }
+        let stack = crate::core::plugin::apply(&self.layers, stack);
         let mut resume = self.resume;
         if resume.store.is_some() && resume.fingerprinter.is_none() {
             resume.fingerprinter = default_fingerprinter();
@@ -375,48 +350,6 @@ impl Client {
             layers: Vec::new(),
             resume: Resume::default(),
             error: None,
-        }
-    }
-
-    /// This client (sharing its connections and stack) with uploads remembered in
-    /// `store`; see [`ClientBuilder::store`].
-    pub fn with_store(&self, store: Arc<dyn UrlStore>) -> Client {
-        let fingerprinter = self
-            .inner
-            .resume
-            .fingerprinter
-            .clone()
-            .or_else(default_fingerprinter);
-        self.with_resume_parts(Some(store), fingerprinter)
-    }
-
-    /// This client with uploads remembered in `store` under the fingerprints of
-    /// `fingerprinter`.
-    pub fn with_resume(
-        &self,
-        store: Arc<dyn UrlStore>,
-        fingerprinter: Arc<dyn Fingerprinter>,
-    ) -> Client {
-        self.with_resume_parts(Some(store), Some(fingerprinter))
-    }
-
-    fn with_resume_parts(
-        &self,
-        store: Option<Arc<dyn UrlStore>>,
-        fingerprinter: Option<Arc<dyn Fingerprinter>>,
-    ) -> Client {
-        let mut resume = self.inner.resume.clone();
-        resume.store = store;
-        resume.fingerprinter = fingerprinter;
-        Client {
-            inner: Arc::new(Inner {
-                endpoint: self.inner.endpoint.clone(),
-                headers: RwLock::new(Arc::clone(
-                    &self.inner.headers.read().unwrap_or_else(|p| p.into_inner()),
-                )),
-                stack: self.inner.stack.clone(),
-                resume,
-            }),
         }
     }
 

@@ -186,12 +186,10 @@ pub struct Uploader {
     resume: Resume,
     /// The source's fingerprint, once opened (None: not stored).
     fingerprint: Option<String>,
-    /// The open file, for a path.
-    file: Option<Arc<FileSource>>,
 }
 
 enum Opened {
-    Random(Arc<dyn RandomAccess>, u64),
+    File(Arc<FileSource>, u64),
     Memory(Bytes),
     Stream(u64),
 }
@@ -199,7 +197,7 @@ enum Opened {
 impl Opened {
     fn len(&self) -> u64 {
         match self {
-            Opened::Random(_, n) | Opened::Stream(n) => *n,
+            Opened::File(_, n) | Opened::Stream(n) => *n,
             Opened::Memory(b) => b.len() as u64,
         }
     }
@@ -227,7 +225,6 @@ impl Uploader {
             progress: Arc::new(watch::channel(Progress::default()).0),
             resume: client.resume().clone(),
             fingerprint: None,
-            file: None,
             client,
         }
     }
@@ -352,9 +349,7 @@ impl Uploader {
                         .unwrap_or("application/octet-stream");
                     self.metadata.insert("filetype", mime)?;
                 }
-                let file = Arc::new(file);
-                self.file = Some(Arc::clone(&file));
-                Opened::Random(file, len)
+                Opened::File(Arc::new(file), len)
             }
             SourceKind::Bytes(b) => Opened::Memory(b.clone()),
             SourceKind::Reader { len, .. } => Opened::Stream(*len),
@@ -363,10 +358,9 @@ impl Uploader {
         if let (Some(_), Some(fp)) = (&self.resume.store, &self.resume.fingerprinter) {
             let endpoint = self.client.endpoint().map(|u| u.as_str().to_owned());
             let info = match (&opened, &self.source.kind) {
-                (Opened::Random(_, _), SourceKind::Path(path)) => self
-                    .file
-                    .clone()
-                    .map(|f| SourceInfo::file(path.clone(), f, len, endpoint)),
+                (Opened::File(f, _), SourceKind::Path(path)) => {
+                    Some(SourceInfo::file(path.clone(), Arc::clone(f), len, endpoint))
+                }
                 (Opened::Memory(b), _) => Some(SourceInfo::bytes(b.clone(), endpoint)),
                 _ => None,
             };
@@ -635,7 +629,13 @@ impl Uploader {
     /// The body for `[start, end)` of the source.
     async fn body(&mut self, start: u64, end: u64) -> Result<Body> {
         match &self.opened {
-            Some(Opened::Random(src, _)) => return Ok(Body::window(Arc::clone(src), start, end)),
+            Some(Opened::File(f, _)) => {
+                return Ok(Body::window(
+                    Arc::clone(f) as Arc<dyn RandomAccess>,
+                    start,
+                    end,
+                ));
+            }
             Some(Opened::Memory(b)) => {
                 return Ok(Body::from(b.slice(start as usize..end as usize)));
             }

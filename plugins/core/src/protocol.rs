@@ -392,6 +392,19 @@ impl Capabilities {
     }
 }
 
+/// True for headers whose values are credentials (`Authorization`, cookies, and any
+/// name with token, secret, password, key, signature or auth in it): they are marked
+/// sensitive, redacted from `Debug`, logs and `config show`.
+pub fn is_credential_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(
+        n,
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || ["token", "secret", "password", "key", "signature", "auth"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
 /// A URL as it may appear in logs and errors: no user info, no query, no fragment.
 ///
 /// ```

@@ -112,17 +112,10 @@ pub fn new_request_id() -> String {
     format!("{:016x}", h.finish())
 }
 
-/// True for headers whose values must never be logged.
+/// True for headers whose values must never be logged: marked sensitive, or
+/// credentials by name ([`protocol::is_credential_header`]).
 pub fn is_secret_header(name: &HeaderName, value: &HeaderValue) -> bool {
-    let n = name.as_str();
-    value.is_sensitive()
-        || matches!(
-            n,
-            "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-        )
-        || ["token", "secret", "password", "key", "signature", "auth"]
-            .iter()
-            .any(|w| n.contains(w))
+    value.is_sensitive() || protocol::is_credential_header(name)
 }
 
 /// The headers as `name: value` lines, with secret values replaced by `<redacted>`.
