@@ -7,6 +7,12 @@
 //! or 417 from some servers) is re-sent. A server without the extension gets a clear
 //! error, or plain appends when the layer is not `required`.
 //!
+//! Servers do not verify `Upload-Checksum` on a creation `POST`, so when checksums are
+//! in use a creation that carries bytes (creation-with-upload) goes without them and
+//! answers `Upload-Offset: 0`: every byte then travels in a checksummed append. The
+//! capabilities come from the request's `Arc<Capabilities>` extension when the client
+//! has them, so the layer asks `OPTIONS` only without it.
+//!
 //! Each chunk is read twice (once to hash, once to send), block by block, so memory
 //! stays at a block or two whatever the chunk size.
 //!
@@ -35,7 +41,7 @@ use http_body_util::BodyExt;
 use tower::{Layer, Service, ServiceExt};
 use tusflow_core::protocol::{self, header};
 use tusflow_core::{
-    Body, Capabilities, Endpoint, Error, Operation, Request, Response, Result, Stack,
+    Body, Capabilities, Endpoint, Error, Operation, Request, Response, Result, Stack, Url,
 };
 
 pub use algorithm::{Algorithm, Hasher};
@@ -152,11 +158,14 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let inner = Stack::new(self.inner.clone());
-        if req.extensions().get::<Operation>() != Some(&Operation::Append) || req.body().is_empty()
-        {
+        if req.body().is_empty() {
             return Box::pin(inner.oneshot(req));
         }
-        Box::pin(append(inner, self.layer.clone(), req))
+        match req.extensions().get::<Operation>() {
+            Some(Operation::Append) => Box::pin(append(inner, self.layer.clone(), req)),
+            Some(Operation::Create) => Box::pin(create(inner, self.layer.clone(), req)),
+            _ => Box::pin(inner.oneshot(req)),
+        }
     }
 }
 
@@ -195,22 +204,11 @@ async fn negotiated(
     {
         return Ok(*found);
     }
-    let mut options = http::Request::options(url.as_str())
-        .extension(Operation::Discover)
-        .extension(Endpoint(url.clone()))
-        .body(Body::empty())
-        .expect("valid request");
-    // The same credentials as the append (the auth layer may be inside this one).
-    for (n, v) in req.headers() {
-        if n.as_str().starts_with("upload-")
-            || n == http::header::CONTENT_TYPE
-            || n == http::header::CONTENT_LENGTH
-        {
-            continue;
-        }
-        options.headers_mut().insert(n.clone(), v.clone());
-    }
-    let caps = Capabilities::from_headers(inner.clone().oneshot(options).await?.headers())?;
+    // The client sends its cached capabilities along; ask the server only without them.
+    let caps = match req.extensions().get::<Arc<Capabilities>>() {
+        Some(caps) => Capabilities::clone(caps),
+        None => discover(inner, &url, req).await?,
+    };
     let shown = protocol::redact_url(&url);
     let choice = if caps.supports("checksum") {
         layer
@@ -254,6 +252,46 @@ async fn negotiated(
         .unwrap_or_else(|p| p.into_inner())
         .insert(key, choice);
     Ok(choice)
+}
+
+/// `OPTIONS` on the endpoint, with the same credentials as the append (the auth layer
+/// may be inside this one).
+async fn discover(inner: &Stack, url: &Url, req: &Request) -> Result<Capabilities> {
+    let mut options = http::Request::options(url.as_str())
+        .extension(Operation::Discover)
+        .extension(Endpoint(url.clone()))
+        .body(Body::empty())
+        .expect("valid request");
+    for (n, v) in req.headers() {
+        if n.as_str().starts_with("upload-")
+            || n == http::header::CONTENT_TYPE
+            || n == http::header::CONTENT_LENGTH
+        {
+            continue;
+        }
+        options.headers_mut().insert(n.clone(), v.clone());
+    }
+    Capabilities::from_headers(inner.clone().oneshot(options).await?.headers())
+}
+
+/// A creation carrying bytes (creation-with-upload). Servers do not check
+/// `Upload-Checksum` on a `POST`, so with checksums in use the upload is created
+/// without its bytes (`Upload-Offset: 0`), and they follow in checksummed appends.
+async fn create(inner: Stack, layer: ChecksumLayer, req: Request) -> Result<Response> {
+    if negotiated(&inner, &layer, &req).await?.is_none() {
+        return inner.oneshot(req).await;
+    }
+    let (mut parts, _) = req.into_parts();
+    parts.headers.remove(http::header::CONTENT_TYPE);
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    tracing::debug!("creating without the first bytes, so that every byte is checksummed");
+    let mut resp = inner
+        .oneshot(Request::from_parts(parts, Body::empty()))
+        .await?;
+    resp.headers_mut()
+        .entry(header::UPLOAD_OFFSET)
+        .or_insert(HeaderValue::from_static("0"));
+    Ok(resp)
 }
 
 async fn append(inner: Stack, layer: ChecksumLayer, req: Request) -> Result<Response> {

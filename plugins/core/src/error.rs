@@ -60,6 +60,8 @@ enum Kind {
     Invalid { what: String },
     /// An error from a middleware layer that is not a tusflow error.
     Middleware,
+    /// The caller aborted the upload.
+    Cancelled { terminated: bool },
 }
 
 /// How many bytes of a server's error answer an [`Error`] keeps.
@@ -166,6 +168,12 @@ impl Error {
                 e
             }
         }
+    }
+
+    /// The upload was aborted by its caller; `terminated` when it was also removed from
+    /// the server.
+    pub fn cancelled(terminated: bool) -> Self {
+        Error::new(Kind::Cancelled { terminated })
     }
 
     /// Attach the operation this error happened in.
@@ -304,6 +312,11 @@ impl Error {
         matches!(self.inner.kind, Kind::Io { .. })
     }
 
+    /// True when the caller aborted the upload.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.inner.kind, Kind::Cancelled { .. })
+    }
+
     /// True for invalid input or configuration from the caller.
     pub fn is_invalid(&self) -> bool {
         matches!(self.inner.kind, Kind::Invalid { .. })
@@ -346,6 +359,9 @@ impl Kind {
             Kind::Io { path } => Kind::Io { path: path.clone() },
             Kind::Invalid { what } => Kind::Invalid { what: what.clone() },
             Kind::Middleware => Kind::Middleware,
+            Kind::Cancelled { terminated } => Kind::Cancelled {
+                terminated: *terminated,
+            },
         }
     }
 }
@@ -430,6 +446,10 @@ impl fmt::Display for Error {
                     write!(f, ": {}", chain(src.as_ref()))?;
                 }
                 Ok(())
+            }
+            Kind::Cancelled { terminated: false } => f.write_str("upload aborted"),
+            Kind::Cancelled { terminated: true } => {
+                f.write_str("upload aborted and terminated on the server")
             }
         }
     }

@@ -30,6 +30,8 @@ pub use error::{BoxError, Error, Result};
 pub use operation::Operation;
 pub use plugin::{BoxLayer, Endpoint, Plugin, PluginConfig, Registry, Stack};
 pub use protocol::{Capabilities, Metadata};
+/// The URL type of requests and records (`reqwest::Url`, that is `url::Url`).
+pub use reqwest::Url;
 pub use service::{TusService, TusServiceBuilder};
 pub use store::{Fingerprinter, MemoryStore, SourceInfo, UploadRecord, UrlStore};
 

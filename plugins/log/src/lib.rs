@@ -210,7 +210,10 @@ where
                     }
                     Err(e) => {
                         let status = e.status_code().map(|s| s.as_u16());
-                        if e.is_retryable() {
+                        // Retries, and 413s (the driver halves the chunk size), go on.
+                        let recoverable = e.is_retryable()
+                            || e.status_code() == Some(http::StatusCode::PAYLOAD_TOO_LARGE);
+                        if recoverable {
                             tracing::warn!(status, elapsed_ms, error = %e, "failed");
                         } else {
                             tracing::error!(status, elapsed_ms, error = %e, "failed");

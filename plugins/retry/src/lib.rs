@@ -10,7 +10,9 @@
 //! fails is retried like anything else and is never taken for "upload gone".
 //!
 //! Delays grow exponentially with full jitter (or follow an explicit list, like
-//! tus-js-client's `retryDelays`) and honour `Retry-After`. The count of tries resets
+//! tus-js-client's `retryDelays`) and honour `Retry-After`. A creation that carried
+//! bytes (creation-with-upload) is tried again without them (answered as
+//! `Upload-Offset: 0`), so the bytes go in appends that can be resumed. The count of tries resets
 //! whenever the server's offset moves forward, and a total bound ends any loop.
 //!
 //! # Order
@@ -177,6 +179,14 @@ impl Template {
         Request::from_parts(clone_parts(&self.parts), self.body.clone())
     }
 
+    /// The request without its body (and its content headers).
+    fn without_body(&self) -> Request {
+        let mut parts = clone_parts(&self.parts);
+        parts.headers.remove(http::header::CONTENT_TYPE);
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        Request::from_parts(parts, Body::empty())
+    }
+
     /// The append again, from `offset` (the window start moves; nothing is re-read).
     fn append_from(&self, start: u64, offset: u64) -> Request {
         let mut parts = clone_parts(&self.parts);
@@ -257,10 +267,27 @@ async fn run(inner: Stack, policy: Arc<Backoff>, req: Request) -> Result<Respons
     };
     if op != Some(Operation::Append) {
         let mut req = first;
+        let mut bare = false;
         loop {
             match inner.clone().oneshot(req).await {
+                Ok(mut r) if bare => {
+                    r.headers_mut()
+                        .entry(header::UPLOAD_OFFSET)
+                        .or_insert(HeaderValue::from_static("0"));
+                    return Ok(r);
+                }
                 Ok(r) => return Ok(r),
-                Err(e) if tries.again(op, &e).await => req = template.request(),
+                Err(e) if tries.again(op, &e).await => {
+                    req = template.request();
+                    // A creation that carried bytes (creation-with-upload) is tried
+                    // again without them: an upload that can be resumed is worth
+                    // more than one round trip, and a connection that cannot carry
+                    // the first chunk would fail the creation on every try.
+                    if op == Some(Operation::Create) && !req.body().is_empty() {
+                        bare = true;
+                        req = template.without_body();
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
