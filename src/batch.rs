@@ -132,6 +132,8 @@ pub struct Options {
     pub concurrency: usize,
     /// Bytes per PATCH.
     pub chunk_size: Option<u64>,
+    /// Partial uploads per file (concatenation); 0 or 1: one upload.
+    pub parallel: usize,
     /// Stop each upload once the server has this many bytes.
     pub stop_at: Option<u64>,
     /// Metadata of every file.
@@ -211,6 +213,7 @@ async fn one(client: &Client, job: &Job, opts: &Options, on_start: Option<&OnSta
         if let Some(c) = opts.chunk_size {
             up = up.chunk_size(c);
         }
+        up = up.parallel(opts.parallel);
         if let Some(u) = &opts.url {
             up = up.url(u.clone());
         }
@@ -243,7 +246,7 @@ async fn one(client: &Client, job: &Job, opts: &Options, on_start: Option<&OnSta
         report.url = up.upload_url().map(|u| u.as_str().to_owned());
         let done = done?;
         report.offset = Some(done.offset);
-        report.size = Some(done.length);
+        report.size = done.length;
         report.resumed = done.resumed;
         report.complete = done.complete;
         report.status = if done.complete { "complete" } else { "partial" };

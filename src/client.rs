@@ -2,6 +2,7 @@
 //! through.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -39,7 +40,20 @@ struct Inner {
     headers: RwLock<Arc<HeaderMap>>,
     stack: Stack,
     resume: Resume,
+    /// The endpoint's answer to `OPTIONS`, asked once.
+    capabilities: tokio::sync::OnceCell<std::result::Result<Arc<Capabilities>, Error>>,
+    /// The largest body the endpoint took after a 413 (`u64::MAX`: no limit met).
+    chunk_limit: AtomicU64,
+    creation_with_upload: bool,
 }
+
+/// The smallest body a 413 answer halves the chunk size to; a 413 for a body this
+/// small is an error.
+pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
+
+/// The most bytes sent in a creation `POST` (creation-with-upload): a lost `POST`
+/// leaves no URL to resume, so it carries at most this much; `PATCH` sends the rest.
+pub const MAX_CREATION_BODY: u64 = 8 << 20;
 
 /// Where uploads are remembered between runs, and how sources are recognised.
 #[derive(Clone, Default)]
@@ -70,6 +84,7 @@ pub struct ClientBuilder {
     transport: Option<Stack>,
     layers: Vec<crate::core::BoxLayer>,
     resume: Resume,
+    creation_with_upload: bool,
     error: Option<Error>,
 }
 
@@ -236,6 +251,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Send the first bytes of an upload in its creation `POST` when the server
+    /// advertises `creation-with-upload` (default: on). That saves a round trip per
+    /// upload, which is most of the cost of small files.
+    pub fn creation_with_upload(mut self, on: bool) -> Self {
+        self.creation_with_upload = on;
+        self
+    }
+
     /// Keep a completed upload's record in the store (default: removed on success, as
     /// tus-js-client's `removeFingerprintOnSuccess`).
     pub fn keep_records_on_success(mut self, keep: bool) -> Self {
@@ -267,6 +290,9 @@ impl ClientBuilder {
                 headers: RwLock::new(Arc::new(self.headers)),
                 stack,
                 resume,
+                capabilities: tokio::sync::OnceCell::new(),
+                chunk_limit: AtomicU64::new(u64::MAX),
+                creation_with_upload: self.creation_with_upload,
             }),
         })
     }
@@ -293,6 +319,9 @@ pub struct Created {
     pub url: Url,
     /// `Upload-Expires`, when the server gives one.
     pub expires: Option<SystemTime>,
+    /// `Upload-Offset`, when the creation carried bytes (creation-with-upload) or
+    /// concatenated partial uploads.
+    pub offset: Option<u64>,
 }
 
 /// The answer to an append.
@@ -349,6 +378,7 @@ impl Client {
             transport: None,
             layers: Vec::new(),
             resume: Resume::default(),
+            creation_with_upload: true,
             error: None,
         }
     }
@@ -418,6 +448,9 @@ impl Client {
             .extension(crate::core::Endpoint(endpoint))
             .body(body)
             .map_err(|e| Error::invalid(format!("invalid request URL: {e}")))?;
+        if let Some(Ok(caps)) = self.inner.capabilities.get() {
+            req.extensions_mut().insert(Arc::clone(caps));
+        }
         let defaults = Arc::clone(&self.inner.headers.read().unwrap_or_else(|p| p.into_inner()));
         for (n, v) in defaults.iter() {
             req.headers_mut().insert(n.clone(), v.clone());
@@ -430,33 +463,194 @@ impl Client {
         self.inner.stack.clone().oneshot(req).await
     }
 
-    /// The server's capabilities, from `OPTIONS` on the endpoint.
+    /// The server's capabilities, from `OPTIONS` on the endpoint, asked once per client
+    /// (the answer, or the error, is kept).
     pub async fn capabilities(&self) -> Result<Capabilities> {
+        let caps = self
+            .inner
+            .capabilities
+            .get_or_try_init(|| async {
+                match self.discover().await {
+                    Ok(caps) => Ok(Ok(Arc::new(caps))),
+                    // The server answered, just not with capabilities: remember that.
+                    Err(e) if e.status_code().is_some() || e.is_protocol() => Ok(Err(e)),
+                    // The network or the server is down: ask again next time.
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        caps.as_deref().cloned().map_err(Error::clone)
+    }
+
+    async fn discover(&self) -> Result<Capabilities> {
         let req = self.request(Operation::Discover, self.endpoint_or_err()?, Body::empty())?;
         let resp = self.call(req).await?;
         Capabilities::from_headers(resp.headers())
             .map_err(|e| e.with_operation(Operation::Discover))
     }
 
+    /// The capabilities when the server tells them; `None` when it answers `OPTIONS`
+    /// with an error (then only the core protocol and creation are used). Network
+    /// errors are errors.
+    pub(crate) async fn discovered(&self) -> Result<Option<Capabilities>> {
+        match self.capabilities().await {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if e.status_code().is_some() || e.is_protocol() => {
+                tracing::debug!(error = %e, "no capabilities from OPTIONS; using the core protocol");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether creation `POST`s carry the first bytes when the server allows it.
+    pub fn uses_creation_with_upload(&self) -> bool {
+        self.inner.creation_with_upload
+    }
+
+    /// The largest body the endpoint accepted after answering 413 Payload Too Large;
+    /// later uploads with this client send no larger bodies. `None` until a 413.
+    pub fn chunk_limit(&self) -> Option<u64> {
+        match self.inner.chunk_limit.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            n => Some(n),
+        }
+    }
+
+    /// After a 413 for a body of `failed` bytes: halve the limit (not below
+    /// [`MIN_CHUNK_SIZE`]) and return it, or `None` when it cannot shrink further.
+    pub(crate) fn shrink_chunk_limit(&self, failed: u64) -> Option<u64> {
+        if failed <= MIN_CHUNK_SIZE {
+            return None;
+        }
+        let new = (failed / 2).max(MIN_CHUNK_SIZE);
+        let was = self.inner.chunk_limit.fetch_min(new, Ordering::Relaxed);
+        let now = was.min(new);
+        if was > new {
+            tracing::warn!(
+                rejected = failed,
+                chunk_size = now,
+                "the server answered 413 Payload Too Large: sending at most {now} bytes per request to this endpoint"
+            );
+        }
+        Some(now)
+    }
+
     /// Create an upload of `length` bytes (`None`: deferred) with `metadata`; return
     /// its URL, resolved against the endpoint when the server sends a relative one.
     pub async fn create(&self, length: Option<u64>, metadata: &Metadata) -> Result<Created> {
+        self.post(length, metadata, Body::empty(), None).await
+    }
+
+    /// Create an upload and send its first bytes in the same request
+    /// (creation-with-upload); [`Created::offset`] says how many the server took.
+    pub async fn create_with_upload(
+        &self,
+        length: Option<u64>,
+        metadata: &Metadata,
+        body: Body,
+    ) -> Result<Created> {
+        self.post(length, metadata, body, None).await
+    }
+
+    /// Create a partial upload of `length` bytes (concatenation), optionally with its
+    /// first bytes.
+    pub async fn create_partial(&self, length: u64, body: Body) -> Result<Created> {
+        let concat = HeaderValue::from_static("partial");
+        self.post(Some(length), &Metadata::new(), body, Some(concat))
+            .await
+    }
+
+    /// Create the final upload of a concatenation: the `partials` in order, carrying
+    /// `metadata`. The server assembles it when every partial is complete (or at once,
+    /// when they are).
+    pub async fn create_final(&self, partials: &[Url], metadata: &Metadata) -> Result<Created> {
+        let list = partials
+            .iter()
+            .map(Url::as_str)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let concat = HeaderValue::try_from(format!("final;{list}"))
+            .map_err(|_| Error::invalid("a partial upload URL is not a valid header value"))?;
+        self.post(None, metadata, Body::empty(), Some(concat)).await
+    }
+
+    async fn post(
+        &self,
+        length: Option<u64>,
+        metadata: &Metadata,
+        body: Body,
+        concat: Option<HeaderValue>,
+    ) -> Result<Created> {
         let endpoint = self.endpoint_or_err()?;
-        let mut req = self.request(Operation::Create, endpoint, Body::empty())?;
+        let with_body = !body.is_empty();
+        let mut req = self.request(Operation::Create, endpoint, body)?;
         let h = req.headers_mut();
-        match length {
-            Some(n) => h.insert(header::UPLOAD_LENGTH, HeaderValue::from(n)),
-            None => h.insert(header::UPLOAD_DEFER_LENGTH, HeaderValue::from_static("1")),
-        };
+        match (&concat, length) {
+            (Some(c), _) if c.as_bytes().starts_with(b"final") => {}
+            (_, Some(n)) => {
+                h.insert(header::UPLOAD_LENGTH, HeaderValue::from(n));
+            }
+            (_, None) => {
+                h.insert(header::UPLOAD_DEFER_LENGTH, HeaderValue::from_static("1"));
+            }
+        }
+        if let Some(c) = concat {
+            h.insert(header::UPLOAD_CONCAT, c);
+        }
         if !metadata.is_empty() {
             h.insert(header::UPLOAD_METADATA, metadata.to_header_value());
         }
+        if with_body {
+            h.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(protocol::OFFSET_OCTET_STREAM),
+            );
+        }
         let resp = self.call(req).await?;
-        let url = protocol::resolve_location(endpoint, resp.headers())
-            .map_err(|e| e.with_operation(Operation::Create))?;
-        tracing::debug!(url = %protocol::redact_url(&url), length, "upload created");
+        let annotate = |e: Error| e.with_operation(Operation::Create);
+        let url = protocol::resolve_location(endpoint, resp.headers()).map_err(annotate)?;
+        let offset = if resp.headers().contains_key(header::UPLOAD_OFFSET) {
+            Some(protocol::upload_offset(resp.headers()).map_err(annotate)?)
+        } else {
+            None
+        };
+        tracing::debug!(url = %protocol::redact_url(&url), length, offset, "upload created");
         let expires = protocol::upload_expires(resp.headers()).unwrap_or(None);
-        Ok(Created { url, expires })
+        Ok(Created {
+            url,
+            expires,
+            offset,
+        })
+    }
+
+    /// Terminate the upload at `url` (`DELETE`, the termination extension): the
+    /// server frees it and it cannot be resumed. Its record goes from the store too,
+    /// even when the server no longer knows it (then the error says so:
+    /// [`Error::is_gone`]).
+    pub async fn terminate(&self, url: &Url) -> Result<()> {
+        let req = self.request(Operation::Terminate, url, Body::empty())?;
+        let result = self.call(req).await.map(drop).map_err(|e| {
+            e.with_operation(Operation::Terminate)
+                .with_url(protocol::redact_url(url))
+        });
+        if let Some(store) = self.inner.resume.store.clone() {
+            let url = url.as_str().to_owned();
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                for r in store.list()? {
+                    if r.url == url || r.partial_urls.contains(&url) {
+                        store.remove(&r.fingerprint, &r.url)?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::invalid(format!("a store task failed: {e}")))??;
+        }
+        if result.is_ok() {
+            tracing::info!(url = %protocol::redact_url(url), "upload terminated");
+        }
+        result
     }
 
     /// What the server knows of the upload at `url` (`HEAD`). A missing upload

@@ -5,6 +5,8 @@
 //! ```toml
 //! endpoint = "http://127.0.0.1:1080/files/"
 //! chunk_size = "16 MiB"          # or "unlimited" (the default: one PATCH)
+//! parallel = 4                   # partial uploads per file (concatenation)
+//! creation_with_upload = true    # first bytes in the POST, when the server allows
 //! headers = { Authorization = "Bearer ..." }
 //! metadata = { project = "x" }
 //!
@@ -57,6 +59,12 @@ pub struct Config {
     /// Bytes per PATCH; `None`: the whole rest in one.
     #[serde(deserialize_with = "chunk_size", serialize_with = "ser_chunk")]
     pub chunk_size: Option<u64>,
+    /// Partial uploads per file, sent at once and concatenated (1: one upload).
+    #[serde(deserialize_with = "parallel")]
+    pub parallel: usize,
+    /// Send the first bytes in the creation `POST` when the server advertises
+    /// creation-with-upload.
+    pub creation_with_upload: bool,
     /// How long connecting may take.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
@@ -88,6 +96,8 @@ impl Default for Config {
             headers: BTreeMap::new(),
             metadata: BTreeMap::new(),
             chunk_size: None,
+            parallel: 1,
+            creation_with_upload: true,
             connect_timeout: crate::core::service::DEFAULT_CONNECT_TIMEOUT,
             stall_timeout: crate::core::service::DEFAULT_STALL_TIMEOUT,
             insecure: false,
@@ -116,6 +126,15 @@ fn chunk_size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64
         Some(V::S(s)) => parse_size(&s)
             .map(|n| (n > 0).then_some(n))
             .map_err(serde::de::Error::custom),
+    }
+}
+
+fn parallel<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(serde::de::Error::custom(
+            "expected at least 1 (1: one upload, no partial uploads)",
+        )),
+        n => Ok(n),
     }
 }
 

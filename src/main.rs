@@ -85,6 +85,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Terminate uploads on the server (DELETE) and forget their stored records
+    Terminate {
+        /// The upload URLs
+        #[arg(required = true)]
+        upload_urls: Vec<String>,
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// The effective configuration
     Config {
         #[command(subcommand)]
@@ -100,7 +110,8 @@ enum ConfigCommand {
 
 #[derive(Args)]
 struct UploadArgs {
-    /// Files to upload
+    /// Files to upload; "-" reads standard input to its end (its length is sent once
+    /// known, with creation-defer-length)
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Continue the existing upload at this URL instead of creating one (one file only)
@@ -148,6 +159,10 @@ struct CommonArgs {
     /// Files uploading at once
     #[arg(long, value_name = "N")]
     concurrency: Option<usize>,
+    /// Split each file into N partial uploads sent at once, joined on the server
+    /// (needs the concatenation extension; else one upload, with a warning)
+    #[arg(long, value_name = "N")]
+    parallel: Option<usize>,
     /// Write a JSON summary (one entry per file, and totals) to FILE
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -285,6 +300,11 @@ fn main() -> ExitCode {
                 conn,
                 json,
             } => status(config, &upload_url, &conn, json).await,
+            Command::Terminate {
+                upload_urls,
+                conn,
+                store,
+            } => terminate(config, &upload_urls, &conn, &store).await,
             Command::Config {
                 command: ConfigCommand::Show,
             } => {
@@ -412,6 +432,9 @@ fn common_overrides(c: &CommonArgs) -> Result<serde_json::Value, Failure> {
             mw["checksum"]["chunk_size"] = json!(cs);
         }
     }
+    if let Some(n) = c.parallel {
+        o.insert("parallel".into(), json!(n));
+    }
     if let Some(n) = c.concurrency {
         if n == 0 {
             return Err(Failure::Usage(
@@ -481,6 +504,7 @@ fn client_from(
         .connect_timeout(c.connect_timeout)
         .stall_timeout(c.stall_timeout)
         .method_override(c.method_override)
+        .creation_with_upload(c.creation_with_upload)
         .keep_records_on_success(keep_records);
     if let Some(e) = &c.endpoint {
         b = b.endpoint(e);
@@ -546,6 +570,14 @@ async fn upload(config: Option<&Path>, args: UploadArgs) -> Result<u8, Failure> 
             "upload needs --endpoint URL (or --url UPLOAD_URL to continue an upload)".into(),
         ));
     }
+    if args.paths.iter().any(|p| p.as_os_str() == "-") {
+        if args.paths.len() > 1 {
+            return Err(Failure::Usage(
+                "\"-\" (standard input) is uploaded alone: give no other files".into(),
+            ));
+        }
+        return upload_stdin(&loaded, &args.common, stop_at, url).await;
+    }
     let jobs = args
         .paths
         .iter()
@@ -558,6 +590,73 @@ async fn upload(config: Option<&Path>, args: UploadArgs) -> Result<u8, Failure> 
         })
         .collect();
     run_jobs(&loaded, &args.common, jobs, stop_at, url, false, false).await
+}
+
+/// `tusflow upload -`: standard input, of unknown length, one chunk buffered at a time.
+async fn upload_stdin(
+    loaded: &tusflow::config::Loaded,
+    common: &CommonArgs,
+    stop_at: Option<u64>,
+    url: Option<Url>,
+) -> Result<u8, Failure> {
+    let mut stack = loaded.config.middleware.stack.clone();
+    adjust_stack(&mut stack, &common.conn, Some(common));
+    let client = client_from(loaded, stack, false)?;
+    let mut metadata = tusflow::Metadata::new();
+    for (k, v) in &loaded.config.metadata {
+        metadata.insert(k, v)?;
+    }
+    let mut up = client
+        .uploader(tusflow::Source::stream(tokio::io::stdin()))
+        .with_metadata(metadata);
+    if let Some(c) = loaded.config.chunk_size {
+        up = up.chunk_size(c);
+    }
+    if let Some(u) = url {
+        up = up.url(u);
+    }
+    let started = std::time::Instant::now();
+    let result = tokio::select! {
+        r = async {
+            match stop_at {
+                Some(s) => up.upload_until(s).await,
+                None => up.upload().await,
+            }
+        } => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("tusflow: interrupted: standard input cannot be read again, so this upload cannot be continued");
+            return Ok(FAILED);
+        }
+    };
+    let done = match result {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("tusflow: -: {e}");
+            return Ok(FAILED);
+        }
+    };
+    if common.json {
+        println!(
+            "{}",
+            json!({
+                "path": "-",
+                "url": done.url.as_str(),
+                "size": done.length,
+                "offset": done.offset,
+                "status": if done.complete { "complete" } else { "partial" },
+                "complete": done.complete,
+                "seconds": started.elapsed().as_secs_f64(),
+            })
+        );
+    } else if !common.quiet {
+        let url = done.url.as_str();
+        if done.complete {
+            println!("-: complete, {} bytes -> {url}", done.offset);
+        } else {
+            println!("-: stopped at {} bytes -> {url}", done.offset);
+        }
+    }
+    Ok(OK)
 }
 
 async fn batch(config: Option<&Path>, args: BatchArgs) -> Result<u8, Failure> {
@@ -607,6 +706,7 @@ async fn run_jobs(
     let opts = tusflow::batch::Options {
         concurrency: loaded.config.batch.concurrency,
         chunk_size: loaded.config.chunk_size,
+        parallel: loaded.config.parallel,
         stop_at,
         metadata,
         templates: loaded.config.batch.metadata.clone(),
@@ -891,6 +991,43 @@ async fn info(
         println!("checksum algorithms: {}", list(&caps.checksum_algorithms));
     }
     Ok(OK)
+}
+
+async fn terminate(
+    config: Option<&Path>,
+    upload_urls: &[String],
+    conn: &ConnArgs,
+    store: &StoreArgs,
+) -> Result<u8, Failure> {
+    let urls = upload_urls
+        .iter()
+        .map(|u| parse_http_url("upload URL", u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut o = serde_json::Map::new();
+    conn_overrides(conn, &mut o)?;
+    if let Some(p) = &store.path {
+        o.insert("store".into(), json!({ "path": p }));
+    }
+    let loaded = tusflow::config::load(config, serde_json::Value::from(o))?;
+    let mut stack = loaded.config.middleware.stack.clone();
+    adjust_stack(&mut stack, conn, None);
+    let client = client_from(&loaded, stack, false)?;
+    let mut code = OK;
+    for url in &urls {
+        match client.terminate(url).await {
+            Ok(()) => println!("terminated {}", protocol::redact_url(url)),
+            Err(e) => {
+                let gone = if e.is_gone() {
+                    " (the upload does not exist any more; its record is forgotten)"
+                } else {
+                    ""
+                };
+                eprintln!("tusflow: {e}{gone}");
+                code = FAILED;
+            }
+        }
+    }
+    Ok(code)
 }
 
 async fn status(

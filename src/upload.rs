@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::Url;
@@ -10,11 +11,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
 use crate::Client;
-use crate::client::Resume;
+use crate::client::{MAX_CREATION_BODY, MIN_CHUNK_SIZE, Resume};
 use crate::core::body::{FileSource, Observer, RandomAccess};
 use crate::core::protocol::{self, Metadata};
 use crate::core::store::{SourceInfo, UploadRecord, UrlStore};
-use crate::core::{Body, Error, Result};
+use crate::core::{Body, Capabilities, Error, Result};
 
 /// How much of a stream source is buffered per `PATCH` when no chunk size is set.
 pub const DEFAULT_STREAM_CHUNK: u64 = 8 << 20;
@@ -28,10 +29,10 @@ enum SourceKind {
     Path(PathBuf),
     Bytes(Bytes),
     Reader {
-        reader: Box<dyn AsyncRead + Send + Unpin>,
-        len: u64,
-        /// How many bytes have been read from it so far.
-        pos: u64,
+        /// Taken when the upload opens it.
+        reader: Option<Box<dyn AsyncRead + Send + Unpin>>,
+        /// The declared length; `None`: read to the end (creation-defer-length).
+        len: Option<u64>,
     },
 }
 
@@ -56,15 +57,25 @@ impl Source {
     pub fn reader(reader: impl AsyncRead + Send + Unpin + 'static, len: u64) -> Self {
         Source {
             kind: SourceKind::Reader {
-                reader: Box::new(reader),
-                len,
-                pos: 0,
+                reader: Some(Box::new(reader)),
+                len: Some(len),
             },
         }
     }
-}
 
-impl Source {
+    /// A stream of unknown length (standard input, a pipe), read to its end. Buffered
+    /// one chunk at a time like [`Source::reader`]. A stream that ends within its first
+    /// chunk is uploaded with its length; a longer one needs a server with
+    /// `creation-defer-length`: the length is sent once the end is read.
+    pub fn stream(reader: impl AsyncRead + Send + Unpin + 'static) -> Self {
+        Source {
+            kind: SourceKind::Reader {
+                reader: Some(Box::new(reader)),
+                len: None,
+            },
+        }
+    }
+
     /// The path, for people and for stored records.
     fn name(&self) -> Option<String> {
         match &self.kind {
@@ -79,7 +90,8 @@ impl fmt::Debug for Source {
         match &self.kind {
             SourceKind::Path(p) => write!(f, "Source::Path({})", p.display()),
             SourceKind::Bytes(b) => write!(f, "Source::Bytes({} bytes)", b.len()),
-            SourceKind::Reader { len, .. } => write!(f, "Source::Reader({len} bytes)"),
+            SourceKind::Reader { len: Some(n), .. } => write!(f, "Source::Reader({n} bytes)"),
+            SourceKind::Reader { len: None, .. } => f.write_str("Source::Stream"),
         }
     }
 }
@@ -131,24 +143,55 @@ pub struct Progress {
     pub sent: u64,
     /// Bytes the server has confirmed (its `Upload-Offset`).
     pub acknowledged: u64,
-    /// The size of the source.
-    pub total: u64,
+    /// The size of the source; `None` for a stream whose end is not read yet.
+    pub total: Option<u64>,
 }
 
 /// The result of [`Uploader::upload`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Uploaded {
-    /// The upload URL.
+    /// The upload URL (for a parallel upload, the final upload's).
     pub url: Url,
     /// The server's offset at the end.
     pub offset: u64,
-    /// The size of the source.
-    pub length: u64,
+    /// The size of the source; `None` for a stream stopped before its end.
+    pub length: Option<u64>,
     /// True when the server has every byte.
     pub complete: bool,
     /// True when an existing upload was continued rather than a new one created.
     pub resumed: bool,
+    /// How many partial uploads carried it (1: a single upload).
+    pub parts: usize,
+}
+
+/// Aborts an upload in flight, from another task or thread (tus-js-client's
+/// `abort(shouldTerminate)`). Got from [`Uploader::abort_handle`].
+///
+/// The upload's future then ends with an error for which [`Error::is_cancelled`] is
+/// true. An aborted uploader stays aborted; a new uploader of the same source continues
+/// the upload from the store (unless it was terminated).
+#[derive(Clone, Debug)]
+pub struct AbortHandle {
+    state: Arc<watch::Sender<Option<bool>>>,
+}
+
+impl AbortHandle {
+    /// Stop the upload; the server keeps what it has, to be continued later.
+    pub fn abort(&self) {
+        self.state.send_modify(|s| *s = Some(s.unwrap_or(false)));
+    }
+
+    /// Stop the upload and terminate it on the server (`DELETE`; its partial uploads
+    /// too); its stored record goes.
+    pub fn terminate(&self) {
+        self.state.send_replace(Some(true));
+    }
+
+    /// True once [`AbortHandle::abort`] or [`AbortHandle::terminate`] was called.
+    pub fn is_aborted(&self) -> bool {
+        self.state.borrow().is_some()
+    }
 }
 
 /// One upload, in the manner of tuspy's `Uploader`: created by
@@ -157,6 +200,10 @@ pub struct Uploaded {
 ///
 /// By default the rest of the source goes in ONE streaming `PATCH` on a kept-alive
 /// connection, as the protocol recommends; [`Uploader::chunk_size`] sends several.
+/// What the server advertises is used: the first bytes ride in the creation `POST`
+/// (creation-with-upload), a stream of unknown length defers its length, and
+/// [`Uploader::parallel`] splits a file into partial uploads (concatenation). A 413
+/// answer halves the chunk size for the endpoint and the upload goes on.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), tusflow::Error> {
@@ -166,7 +213,7 @@ pub struct Uploaded {
 /// tokio::spawn(async move {
 ///     while progress.changed().await.is_ok() {
 ///         let p = *progress.borrow();
-///         eprintln!("{} / {}", p.acknowledged, p.total);
+///         eprintln!("{} / {:?}", p.acknowledged, p.total);
 ///     }
 /// });
 /// let half = up.upload_until(1 << 30).await?;
@@ -181,25 +228,151 @@ pub struct Uploader {
     opened: Option<Opened>,
     metadata: Metadata,
     chunk_size: Option<u64>,
+    parallel: usize,
     url: Option<Url>,
+    /// The partial uploads of a parallel upload, once created.
+    partials: Vec<Url>,
+    /// The URL this upload's record is stored under.
+    record_url: Option<String>,
     progress: Arc<watch::Sender<Progress>>,
+    abort: Arc<watch::Sender<Option<bool>>>,
     resume: Resume,
     /// The source's fingerprint, once opened (None: not stored).
     fingerprint: Option<String>,
 }
 
-enum Opened {
-    File(Arc<FileSource>, u64),
+/// A source that can be read at any offset.
+#[derive(Clone)]
+enum Random {
+    File(Arc<FileSource>),
     Memory(Bytes),
-    Stream(u64),
+}
+
+impl Random {
+    fn body(&self, start: u64, end: u64) -> Body {
+        match self {
+            Random::File(f) => Body::window(Arc::clone(f) as Arc<dyn RandomAccess>, start, end),
+            Random::Memory(b) => Body::from(b.slice(start as usize..end as usize)),
+        }
+    }
+}
+
+enum Opened {
+    Random(Random, u64),
+    Stream(StreamBuf),
 }
 
 impl Opened {
-    fn len(&self) -> u64 {
+    /// The length, when known.
+    fn len(&self) -> Option<u64> {
         match self {
-            Opened::File(_, n) | Opened::Stream(n) => *n,
-            Opened::Memory(b) => b.len() as u64,
+            Opened::Random(_, n) => Some(*n),
+            Opened::Stream(s) => s.len,
         }
+    }
+}
+
+/// A read-once source, buffered from the oldest byte the server may still want (the
+/// start of the chunk in flight) to the furthest byte read: one chunk, plus one byte
+/// read ahead to learn whether the stream ends there.
+struct StreamBuf {
+    reader: Box<dyn AsyncRead + Send + Unpin>,
+    declared: Option<u64>,
+    /// Bytes read from the reader so far.
+    pos: u64,
+    /// The bytes `[pos - buf.len(), pos)`.
+    buf: Bytes,
+    /// The length, once known: declared, or the end was read.
+    len: Option<u64>,
+    /// The server's `Tus-Max-Size`: reading past it fails early.
+    max: Option<u64>,
+}
+
+impl StreamBuf {
+    fn new(reader: Box<dyn AsyncRead + Send + Unpin>, declared: Option<u64>) -> Self {
+        StreamBuf {
+            reader,
+            declared,
+            pos: 0,
+            buf: Bytes::new(),
+            len: declared,
+            max: None,
+        }
+    }
+
+    /// Bytes `[start, end)`, or fewer when the stream ends before `end`. Bytes before
+    /// `start` are dropped: the server has them.
+    async fn range(&mut self, start: u64, end: u64) -> Result<Bytes> {
+        let buf_start = self.pos - self.buf.len() as u64;
+        if start < buf_start {
+            return Err(Error::invalid(format!(
+                "the server wants bytes from {start} but the stream is already past {buf_start}: a stream cannot rewind"
+            )));
+        }
+        if start >= self.pos {
+            let skip = start - self.pos;
+            let skipped =
+                tokio::io::copy(&mut (&mut self.reader).take(skip), &mut tokio::io::sink())
+                    .await
+                    .map_err(|e| Error::io(None, e))?;
+            self.pos += skipped;
+            self.buf = Bytes::new();
+            if skipped < skip {
+                return Err(self.ended_early());
+            }
+        } else {
+            self.buf = self.buf.slice((start - buf_start) as usize..);
+        }
+        // Read to `end`, and one byte further while the length is unknown.
+        let upto = match self.len {
+            Some(l) => end.min(l),
+            None => end + 1,
+        };
+        if self.pos < upto {
+            let mut grown = BytesMut::with_capacity(self.buf.len() + (upto - self.pos) as usize);
+            grown.extend_from_slice(&self.buf);
+            while self.pos < upto {
+                let n = (&mut self.reader)
+                    .take(upto - self.pos)
+                    .read_buf(&mut grown)
+                    .await
+                    .map_err(|e| Error::io(None, e))?;
+                if n == 0 {
+                    if self.declared.is_some() {
+                        self.buf = grown.freeze();
+                        return Err(self.ended_early());
+                    }
+                    self.len = Some(self.pos);
+                    tracing::debug!(length = self.pos, "the stream ended");
+                    break;
+                }
+                self.pos += n as u64;
+                if let Some(max) = self.max
+                    && self.pos > max
+                {
+                    return Err(Error::invalid(format!(
+                        "the stream is longer than the server's Tus-Max-Size of {max} bytes"
+                    )));
+                }
+            }
+            self.buf = grown.freeze();
+        }
+        let end = self.len.map_or(end, |l| end.min(l)).max(start);
+        Ok(self.buf.slice(..(end - start) as usize))
+    }
+
+    fn ended_early(&self) -> Error {
+        Error::io(
+            None,
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the stream ended at byte {}, before its declared length {}",
+                    self.pos,
+                    self.declared.unwrap_or_default()
+                ),
+            ),
+        )
     }
 }
 
@@ -209,9 +382,141 @@ impl fmt::Debug for Uploader {
             .field("source", &self.source)
             .field("metadata", &self.metadata)
             .field("chunk_size", &self.chunk_size)
+            .field("parallel", &self.parallel)
             .field("url", &self.url.as_ref().map(protocol::redact_url))
             .finish_non_exhaustive()
     }
+}
+
+/// A stored upload of the source that can be continued.
+enum Stored {
+    Single(Url, crate::UploadStatus),
+    Parallel(StoredParallel),
+}
+
+struct StoredParallel {
+    /// The record's key.
+    key: String,
+    /// Each partial upload and the server's offset of it.
+    parts: Vec<(Url, u64)>,
+    /// The final upload, when created early (concatenation-unfinished).
+    final_url: Option<Url>,
+}
+
+/// Progress of one part (or of a single upload), added into the upload's [`Progress`].
+struct Meter {
+    progress: Arc<watch::Sender<Progress>>,
+    sent: AtomicU64,
+    acked: AtomicU64,
+}
+
+impl Meter {
+    fn new(progress: &Arc<watch::Sender<Progress>>, offset: u64) -> Arc<Self> {
+        Arc::new(Meter {
+            progress: Arc::clone(progress),
+            sent: AtomicU64::new(offset),
+            acked: AtomicU64::new(offset),
+        })
+    }
+
+    /// An observer of a body that starts at `base`.
+    fn observer(self: &Arc<Self>, base: u64) -> Observer {
+        let me = Arc::clone(self);
+        Arc::new(move |n| {
+            let at = base + n;
+            let was = me.sent.fetch_max(at, Ordering::Relaxed);
+            if at > was {
+                me.progress.send_modify(|p| p.sent += at - was);
+            }
+        })
+    }
+
+    fn acknowledged(&self, offset: u64) {
+        let was = self.acked.swap(offset, Ordering::Relaxed);
+        self.sent.fetch_max(offset, Ordering::Relaxed);
+        self.progress.send_modify(|p| {
+            p.acknowledged = (p.acknowledged + offset).saturating_sub(was);
+            p.sent = p.sent.max(p.acknowledged);
+        });
+    }
+}
+
+/// Split `total` bytes into `n` ranges of nearly equal size.
+fn split(total: u64, n: usize) -> Vec<(u64, u64)> {
+    let n = n as u64;
+    (0..n)
+        .map(|i| (total * i / n, total * (i + 1) / n))
+        .collect()
+}
+
+/// One append, checked: `Some` with the server's answer, or `None` after a 413 shrank
+/// the client's chunk limit (ask the offset, then go on with smaller bodies).
+async fn append_checked(
+    client: &Client,
+    url: &Url,
+    offset: u64,
+    body: Body,
+    length: Option<u64>,
+) -> Result<Option<crate::Appended>> {
+    let end = offset + body.len();
+    match client.append(url, offset, body, length).await {
+        Ok(a) if a.offset == end => Ok(Some(a)),
+        Ok(a) => Err(Error::offset_mismatch(end, a.offset).with_url(protocol::redact_url(url))),
+        Err(e) if e.status_code() == Some(http::StatusCode::PAYLOAD_TOO_LARGE) => {
+            match client.shrink_chunk_limit(end - offset) {
+                Some(_) => Ok(None),
+                None => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// After a rejected append of `[from, to)`: where the server is now.
+async fn resync(client: &Client, url: &Url, from: u64, to: u64) -> Result<u64> {
+    let offset = client.status(url).await?.offset;
+    if offset < from || offset > to {
+        return Err(Error::protocol(
+            "Upload-Offset",
+            format!("the server's offset moved to {offset} after a rejected append of bytes {from}..{to}"),
+        )
+        .with_url(protocol::redact_url(url)));
+    }
+    Ok(offset)
+}
+
+/// The largest body to send: the chunk size and the endpoint's 413 limit.
+fn step(client: &Client, chunk_size: Option<u64>) -> Option<u64> {
+    match (chunk_size, client.chunk_limit()) {
+        (Some(c), Some(l)) => Some(c.min(l)),
+        (c, l) => c.or(l),
+    }
+}
+
+/// Send `[offset, len)` of a partial upload whose byte 0 is `base` in the source.
+#[allow(clippy::too_many_arguments)]
+async fn send_part(
+    client: Client,
+    url: Url,
+    source: Random,
+    base: u64,
+    len: u64,
+    mut offset: u64,
+    chunk_size: Option<u64>,
+    meter: Arc<Meter>,
+) -> Result<()> {
+    while offset < len {
+        let end = step(&client, chunk_size).map_or(len, |c| (offset + c).min(len));
+        let body = source
+            .body(base + offset, base + end)
+            .observe(meter.observer(offset));
+        offset = match append_checked(&client, &url, offset, body, None).await? {
+            Some(a) => a.offset,
+            None => resync(&client, &url, offset, end).await?,
+        };
+        meter.acknowledged(offset);
+    }
+    Ok(())
 }
 
 impl Uploader {
@@ -221,8 +526,12 @@ impl Uploader {
             opened: None,
             metadata: Metadata::new(),
             chunk_size: None,
+            parallel: 1,
             url: None,
+            partials: Vec::new(),
+            record_url: None,
             progress: Arc::new(watch::channel(Progress::default()).0),
+            abort: Arc::new(watch::channel(None).0),
             resume: client.resume().clone(),
             fingerprint: None,
             client,
@@ -291,6 +600,16 @@ impl Uploader {
         self
     }
 
+    /// Split the source into `n` partial uploads sent at once over the connection
+    /// pool, then joined by a final upload that carries the metadata (tus-js-client's
+    /// `parallelUploads`; the concatenation extension). A server without
+    /// concatenation gets one upload, with a warning. Files and bytes only, not
+    /// streams; not with [`Uploader::url`] or [`Uploader::upload_until`].
+    pub fn parallel(mut self, n: usize) -> Self {
+        self.parallel = n.max(1);
+        self
+    }
+
     /// Continue the existing upload at `url` instead of creating one (tuspy's
     /// `Uploader(url=...)`).
     pub fn url(mut self, url: Url) -> Self {
@@ -301,6 +620,11 @@ impl Uploader {
     /// The upload URL, once created or when given.
     pub fn upload_url(&self) -> Option<&Url> {
         self.url.as_ref()
+    }
+
+    /// The partial uploads of a parallel upload, once created.
+    pub fn partial_urls(&self) -> &[Url] {
+        &self.partials
     }
 
     /// The metadata that will be (or was) sent on creation.
@@ -314,6 +638,14 @@ impl Uploader {
         self.progress.subscribe()
     }
 
+    /// A handle that aborts this upload from elsewhere, with or without terminating
+    /// it on the server.
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle {
+            state: Arc::clone(&self.abort),
+        }
+    }
+
     /// Upload to the end.
     pub async fn upload(&mut self) -> Result<Uploaded> {
         self.run(None).await
@@ -325,12 +657,37 @@ impl Uploader {
         self.run(Some(stop_at)).await
     }
 
+    /// Terminate this upload on the server: its URL and its partial uploads; its
+    /// record goes. An upload the server no longer has counts as terminated.
+    pub async fn terminate(&mut self) -> Result<()> {
+        let mut urls: Vec<Url> = self.url.iter().cloned().collect();
+        urls.extend(self.partials.iter().cloned());
+        let mut first_error = None;
+        for url in &urls {
+            match self.client.terminate(url).await {
+                Ok(()) => {}
+                Err(e) if e.is_gone() => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let (Some(store), Some(fp), Some(key)) = (
+            self.resume.store.clone(),
+            self.fingerprint.clone(),
+            self.record_url.clone(),
+        ) {
+            self.forget(&store, &fp, &key).await?;
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Open the source once: its length and, for a path, its default metadata.
-    async fn open(&mut self) -> Result<u64> {
+    async fn open(&mut self) -> Result<Option<u64>> {
         if let Some(o) = &self.opened {
             return Ok(o.len());
         }
-        let opened = match &self.source.kind {
+        let opened = match &mut self.source.kind {
             SourceKind::Path(path) => {
                 let p = path.clone();
                 let file = tokio::task::spawn_blocking(move || FileSource::open(p))
@@ -344,33 +701,42 @@ impl Uploader {
                         .insert("filename", name.to_string_lossy().as_bytes())?;
                 }
                 if !self.metadata.contains_key("filetype") {
-                    let mime = mime_guess::from_path(path)
+                    let mime = mime_guess::from_path(&*path)
                         .first_raw()
                         .unwrap_or("application/octet-stream");
                     self.metadata.insert("filetype", mime)?;
                 }
-                Opened::File(Arc::new(file), len)
+                Opened::Random(Random::File(Arc::new(file)), len)
             }
-            SourceKind::Bytes(b) => Opened::Memory(b.clone()),
-            SourceKind::Reader { len, .. } => Opened::Stream(*len),
+            SourceKind::Bytes(b) => Opened::Random(Random::Memory(b.clone()), b.len() as u64),
+            SourceKind::Reader { reader, len } => {
+                let reader = reader
+                    .take()
+                    .ok_or_else(|| Error::invalid("the stream source was already used"))?;
+                Opened::Stream(StreamBuf::new(reader, *len))
+            }
         };
         let len = opened.len();
-        if let (Some(_), Some(fp)) = (&self.resume.store, &self.resume.fingerprinter) {
+        if let (Some(_), Some(fp), Opened::Random(src, n)) =
+            (&self.resume.store, &self.resume.fingerprinter, &opened)
+        {
             let endpoint = self.client.endpoint().map(|u| u.as_str().to_owned());
-            let info = match (&opened, &self.source.kind) {
-                (Opened::File(f, _), SourceKind::Path(path)) => {
-                    Some(SourceInfo::file(path.clone(), Arc::clone(f), len, endpoint))
+            let info = match (src, &self.source.kind) {
+                (Random::File(f), SourceKind::Path(path)) => {
+                    SourceInfo::file(path.clone(), Arc::clone(f), *n, endpoint)
                 }
-                (Opened::Memory(b), _) => Some(SourceInfo::bytes(b.clone(), endpoint)),
-                _ => None,
+                (Random::Memory(b), _) => SourceInfo::bytes(b.clone(), endpoint),
+                (Random::File(_), _) => unreachable!("files come from paths"),
             };
-            if let Some(info) = info {
-                let fp = Arc::clone(fp);
-                self.fingerprint = blocking(move || fp.fingerprint(&info)).await?;
-            }
+            let fp = Arc::clone(fp);
+            self.fingerprint = blocking(move || fp.fingerprint(&info)).await?;
         }
         self.opened = Some(opened);
         Ok(len)
+    }
+
+    fn len(&self) -> Option<u64> {
+        self.opened.as_ref().and_then(Opened::len)
     }
 
     async fn run(&mut self, stop_at: Option<u64>) -> Result<Uploaded> {
@@ -384,16 +750,32 @@ impl Uploader {
         if let Some(u) = &self.url {
             span.record("url", protocol::redact_url(u));
         }
-        let result = self
-            .drive(stop_at, span.clone())
-            .instrument(span.clone())
-            .await;
+        let mut aborted = self.abort.subscribe();
+        let result = tokio::select! {
+            biased;
+            _ = aborted.wait_for(Option::is_some) => Err(Error::cancelled(false)),
+            r = self.drive(stop_at, span.clone()).instrument(span.clone()) => r,
+        };
+        let terminate = *self.abort.borrow() == Some(true);
+        let result = match result {
+            Err(e) if e.is_cancelled() && terminate => {
+                match self.terminate().instrument(span.clone()).await {
+                    Ok(()) => Err(Error::cancelled(true)),
+                    Err(t) => {
+                        tracing::warn!(error = %t, "terminating the aborted upload failed");
+                        Err(e)
+                    }
+                }
+            }
+            other => other,
+        };
         match &result {
             Ok(done) => span.in_scope(|| {
                 tracing::info!(
                     offset = done.offset,
                     complete = done.complete,
                     resumed = done.resumed,
+                    parts = done.parts,
                     "upload done"
                 )
             }),
@@ -403,19 +785,21 @@ impl Uploader {
     }
 
     async fn drive(&mut self, stop_at: Option<u64>, span: tracing::Span) -> Result<Uploaded> {
-        let total = self.open().await?;
-        let (url, mut offset, resumed, mut send_length) = match self.url.clone() {
+        self.open().await?;
+        let (url, mut offset, resumed, mut length_sent) = match self.url.clone() {
             Some(url) => {
                 let st = self.client.status(&url).await?;
                 let shown = protocol::redact_url(&url);
-                if let Some(len) = st.length
+                if let (Some(len), Some(total)) = (st.length, self.len())
                     && len != total
                 {
                     return Err(Error::invalid(format!(
                         "the upload at {shown} is {len} bytes long but the source is {total} bytes"
                     )));
                 }
-                if st.offset > total {
+                if let Some(total) = self.len()
+                    && st.offset > total
+                {
                     return Err(Error::protocol(
                         "Upload-Offset",
                         format!(
@@ -425,85 +809,359 @@ impl Uploader {
                     )
                     .with_url(shown));
                 }
-                tracing::debug!(offset = st.offset, total, "resuming upload");
-                (url, st.offset, true, st.length.is_none())
+                tracing::debug!(offset = st.offset, "resuming upload");
+                self.record_url.get_or_insert_with(|| url.to_string());
+                (url, st.offset, true, st.length.is_some())
             }
-            None => match self.resume_stored(total).await? {
-                Some((url, st)) => {
+            None => match self.resume_stored().await? {
+                Some(Stored::Single(url, st)) => {
                     span.record("url", protocol::redact_url(&url));
                     self.url = Some(url.clone());
-                    (url, st.offset, true, st.length.is_none())
+                    self.record_url = Some(url.to_string());
+                    (url, st.offset, true, st.length.is_some())
+                }
+                Some(Stored::Parallel(stored)) => {
+                    return self.drive_parallel(Some(stored), &span).await;
                 }
                 None => {
-                    let created = self.client.create(Some(total), &self.metadata).await?;
-                    let url = created.url;
+                    if self.parallel > 1 && stop_at.is_none() && self.parallel_possible().await? {
+                        return self.drive_parallel(None, &span).await;
+                    }
+                    let (url, offset, length_sent) = self.create(stop_at).await?;
                     span.record("url", protocol::redact_url(&url));
-                    self.url = Some(url.clone());
-                    self.remember(&url, total, 0, created.expires, true).await?;
-                    (url, 0, false, false)
+                    (url, offset, false, length_sent)
                 }
             },
         };
+        let meter = Meter::new(&self.progress, 0);
         self.progress.send_modify(|p| {
             *p = Progress {
-                sent: offset,
-                acknowledged: offset,
-                total,
+                sent: 0,
+                acknowledged: 0,
+                total: self.len(),
             }
         });
-        let target = stop_at.map_or(total, |s| s.min(total));
+        meter.acknowledged(offset);
         // A stream is buffered a chunk at a time, so it always goes in chunks.
         let chunk_size = match self.opened {
             Some(Opened::Stream(_)) => Some(self.chunk_size.unwrap_or(DEFAULT_STREAM_CHUNK)),
             _ => self.chunk_size,
         };
-        while offset < target {
-            let end = match chunk_size {
-                Some(c) => offset.saturating_add(c).min(target),
-                None => target,
+        loop {
+            let goal = match (stop_at, self.len()) {
+                (Some(s), Some(l)) => Some(s.min(l)),
+                (s, l) => s.or(l),
+            };
+            if goal.is_some_and(|g| offset >= g) {
+                break;
+            }
+            let end = match (step(&self.client, chunk_size), goal) {
+                (Some(c), Some(g)) => offset.saturating_add(c).min(g),
+                (Some(c), None) => offset.saturating_add(c),
+                (None, Some(g)) => g,
+                (None, None) => unreachable!("a source of unknown length is a chunked stream"),
             };
             let body = self.body(offset, end).await?;
-            let base = offset;
-            let progress = Arc::clone(&self.progress);
-            let observer: Observer = Arc::new(move |n| {
-                progress.send_modify(|p| p.sent = p.sent.max(base + n));
-            });
-            let length = send_length.then_some(total);
-            let appended = self
-                .client
-                .append(&url, offset, body.observe(observer), length)
-                .await?;
-            let new = appended.offset;
-            if new != end {
-                return Err(Error::offset_mismatch(end, new).with_url(protocol::redact_url(&url)));
+            let end = offset + body.len();
+            if body.is_empty() {
+                // A stream that ended exactly at the server's offset.
+                break;
             }
-            offset = new;
-            send_length = false;
-            self.progress.send_modify(|p| p.acknowledged = offset);
-            tracing::debug!(offset, total, "append accepted");
-            if offset < total {
-                self.remember(&url, total, offset, appended.expires, false)
-                    .await?;
+            // A deferred length goes with the first append after the end was read.
+            let length = if length_sent { None } else { self.len() };
+            let appended = append_checked(
+                &self.client,
+                &url,
+                offset,
+                body.observe(meter.observer(offset)),
+                length,
+            )
+            .await?;
+            let Some(appended) = appended else {
+                offset = resync(&self.client, &url, offset, end).await?;
+                meter.acknowledged(offset);
+                continue;
+            };
+            offset = appended.offset;
+            length_sent |= length.is_some();
+            meter.acknowledged(offset);
+            tracing::debug!(offset, "append accepted");
+            if Some(offset) != self.len() {
+                self.remember(&url, offset, appended.expires, false).await?;
             }
         }
-        if offset == total {
-            self.finished(&url, total).await?;
+        let total = self.len();
+        if let Some(total) = total
+            && offset == total
+            && !length_sent
+        {
+            // The end of a deferred-length stream was read only after its last byte was
+            // sent: tell the server the length with an empty append.
+            append_checked(&self.client, &url, offset, Body::empty(), Some(total)).await?;
+        }
+        self.progress.send_modify(|p| p.total = total);
+        let complete = total == Some(offset);
+        if complete {
+            self.finished().await?;
         }
         Ok(Uploaded {
             url,
             offset,
             length: total,
-            complete: offset == total,
+            complete,
             resumed,
+            parts: 1,
         })
     }
 
-    /// A stored upload of this source that can be continued: its URL and status.
-    /// Records that cannot be continued (expired, gone, another length or file name)
-    /// are removed; a failure to ask the server (5xx, network, 423) is an error and
-    /// keeps the record, never a reason to start over.
-    async fn resume_stored(&mut self, total: u64) -> Result<Option<(Url, crate::UploadStatus)>> {
-        let (Some(store), Some(fp)) = (self.resume.store.clone(), self.fingerprint.clone()) else {
+    /// The endpoint's capabilities, or `None` when it does not tell them.
+    async fn capabilities(&mut self) -> Result<Option<Capabilities>> {
+        if self.client.endpoint().is_none() {
+            return Ok(None);
+        }
+        let caps = self.client.discovered().await?;
+        if let (Some(c), Some(total)) = (&caps, self.len())
+            && let Some(max) = c.max_size
+            && total > max
+        {
+            let what = self
+                .source
+                .name()
+                .unwrap_or_else(|| "the source".to_owned());
+            return Err(Error::invalid(format!(
+                "{what} is {total} bytes, more than the server's Tus-Max-Size of {max} bytes"
+            )));
+        }
+        Ok(caps)
+    }
+
+    /// Create the upload, with its first bytes when the server allows; return its
+    /// URL, the server's offset, and whether its length is known to the server.
+    async fn create(&mut self, stop_at: Option<u64>) -> Result<(Url, u64, bool)> {
+        let caps = self.capabilities().await?;
+        let supports = |ext: &str| caps.as_ref().is_some_and(|c| c.supports(ext));
+        let chunk_size = match self.opened {
+            Some(Opened::Stream(ref mut s)) => {
+                s.max = caps.as_ref().and_then(|c| c.max_size);
+                Some(self.chunk_size.unwrap_or(DEFAULT_STREAM_CHUNK))
+            }
+            _ => self.chunk_size,
+        };
+        if self.len().is_none() {
+            // Read the first chunk: a short stream has a length after all.
+            let first = step(&self.client, chunk_size).unwrap_or(DEFAULT_STREAM_CHUNK);
+            self.body(0, first).await?;
+        }
+        if self.len().is_none() && caps.is_some() && !supports("creation-defer-length") {
+            return Err(Error::invalid(format!(
+                "the server at {} does not support creation-defer-length, which a source of unknown length needs",
+                self.client
+                    .endpoint()
+                    .map(protocol::redact_url)
+                    .unwrap_or_default()
+            )));
+        }
+        let with_upload =
+            self.client.uses_creation_with_upload() && supports("creation-with-upload");
+        let meter = Meter::new(&self.progress, 0);
+        loop {
+            let limit = step(&self.client, chunk_size)
+                .map_or(MAX_CREATION_BODY, |c| c.min(MAX_CREATION_BODY))
+                .min(stop_at.unwrap_or(u64::MAX));
+            let first_end = match self.len() {
+                _ if !with_upload => 0,
+                Some(total) => total.min(limit),
+                None => limit,
+            };
+            let body = self.body(0, first_end).await?;
+            let sent = body.len();
+            let length = self.len();
+            let created = if sent > 0 {
+                self.client
+                    .create_with_upload(length, &self.metadata, body.observe(meter.observer(0)))
+                    .await
+            } else {
+                self.client.create(length, &self.metadata).await
+            };
+            let created = match created {
+                Err(e)
+                    if e.status_code() == Some(http::StatusCode::PAYLOAD_TOO_LARGE)
+                        && sent > 0
+                        && self.client.shrink_chunk_limit(sent).is_some() =>
+                {
+                    continue;
+                }
+                other => other?,
+            };
+            let url = created.url;
+            let offset = match created.offset {
+                Some(o) => o,
+                None if sent > 0 => self.client.status(&url).await?.offset,
+                None => 0,
+            };
+            if offset > sent {
+                return Err(Error::protocol(
+                    "Upload-Offset",
+                    format!("the server has {offset} bytes of an upload created with {sent}"),
+                )
+                .with_url(protocol::redact_url(&url)));
+            }
+            self.url = Some(url.clone());
+            self.record_url = Some(url.to_string());
+            self.remember(&url, offset, created.expires, true).await?;
+            return Ok((url, offset, length.is_some()));
+        }
+    }
+
+    /// Whether this upload can go in parts: a file or bytes, large enough, to a server
+    /// with concatenation (else a warning, and one upload).
+    async fn parallel_possible(&mut self) -> Result<bool> {
+        let (Some(Opened::Random(..)), Some(total)) = (&self.opened, self.len()) else {
+            tracing::warn!("a stream cannot be split into parallel uploads: uploading in one part");
+            return Ok(false);
+        };
+        if total < 2 * MIN_CHUNK_SIZE {
+            return Ok(false);
+        }
+        let caps = self.capabilities().await?;
+        if caps.as_ref().is_some_and(|c| c.supports("concatenation")) {
+            return Ok(true);
+        }
+        tracing::warn!(
+            "the server at {} does not support concatenation: uploading in one part instead of {}",
+            self.client
+                .endpoint()
+                .map(protocol::redact_url)
+                .unwrap_or_default(),
+            self.parallel
+        );
+        Ok(false)
+    }
+
+    /// A parallel upload: partial uploads sent at once, then the final upload.
+    async fn drive_parallel(
+        &mut self,
+        stored: Option<StoredParallel>,
+        span: &tracing::Span,
+    ) -> Result<Uploaded> {
+        let (Some(Opened::Random(source, total)), Some(total_len)) = (&self.opened, self.len())
+        else {
+            unreachable!("parallel uploads are of files and bytes");
+        };
+        let (source, total) = (source.clone(), *total);
+        debug_assert_eq!(total, total_len);
+        let resumed = stored.is_some();
+        let (parts, mut final_url) = match stored {
+            Some(s) => {
+                self.record_url = Some(s.key);
+                (s.parts, s.final_url)
+            }
+            None => {
+                let n = self.parallel.min((total / MIN_CHUNK_SIZE) as usize).max(1);
+                let mut parts = Vec::with_capacity(n);
+                let mut expires = None;
+                for (start, end) in split(total, n) {
+                    let created = self
+                        .client
+                        .create_partial(end - start, Body::empty())
+                        .await?;
+                    expires = expires.or(created.expires);
+                    parts.push((created.url, 0));
+                }
+                let urls: Vec<Url> = parts.iter().map(|(u, _)| u.clone()).collect();
+                let caps = self.capabilities().await?;
+                let final_url = if caps.is_some_and(|c| c.supports("concatenation-unfinished")) {
+                    Some(self.client.create_final(&urls, &self.metadata).await?.url)
+                } else {
+                    None
+                };
+                let key = final_url.as_ref().unwrap_or(&urls[0]).to_string();
+                self.record_url = Some(key.clone());
+                self.remember_parallel(&key, &urls, total, expires).await?;
+                (parts, final_url)
+            }
+        };
+        self.partials = parts.iter().map(|(u, _)| u.clone()).collect();
+        if let Some(u) = &final_url {
+            span.record("url", protocol::redact_url(u));
+            self.url = Some(u.clone());
+        }
+        tracing::info!(parts = parts.len(), resumed, "parallel upload");
+        self.progress.send_modify(|p| {
+            *p = Progress {
+                sent: 0,
+                acknowledged: 0,
+                total: Some(total),
+            }
+        });
+        let ranges = split(total, parts.len());
+        let (client, progress, chunk_size) = (
+            self.client.clone(),
+            Arc::clone(&self.progress),
+            self.chunk_size,
+        );
+        let sends = parts
+            .iter()
+            .zip(&ranges)
+            .map(|((url, offset), (start, end))| {
+                let meter = Meter::new(&progress, 0);
+                meter.acknowledged(*offset);
+                send_part(
+                    client.clone(),
+                    url.clone(),
+                    source.clone(),
+                    *start,
+                    end - start,
+                    *offset,
+                    chunk_size,
+                    meter,
+                )
+            });
+        futures_util::future::try_join_all(sends).await?;
+        let final_url = match final_url.take() {
+            Some(u) => u,
+            None => {
+                let urls = self.partials.clone();
+                let created = self.client.create_final(&urls, &self.metadata).await?;
+                span.record("url", protocol::redact_url(&created.url));
+                created.url
+            }
+        };
+        self.url = Some(final_url.clone());
+        let st = self.client.status(&final_url).await?;
+        if st.offset != total || st.length.is_some_and(|l| l != total) {
+            return Err(Error::protocol(
+                "Upload-Offset",
+                format!(
+                    "the final upload has {} of {} bytes after its {} parts were complete",
+                    st.offset,
+                    total,
+                    parts.len()
+                ),
+            )
+            .with_url(protocol::redact_url(&final_url)));
+        }
+        self.finished().await?;
+        Ok(Uploaded {
+            url: final_url,
+            offset: total,
+            length: Some(total),
+            complete: true,
+            resumed,
+            parts: parts.len(),
+        })
+    }
+
+    /// A stored upload of this source that can be continued. Records that cannot be
+    /// continued (expired, gone, another length or file name) are removed; a failure
+    /// to ask the server (5xx, network, 423) is an error and keeps the record, never a
+    /// reason to start over.
+    async fn resume_stored(&mut self) -> Result<Option<Stored>> {
+        let (Some(store), Some(fp), Some(total)) = (
+            self.resume.store.clone(),
+            self.fingerprint.clone(),
+            self.len(),
+        ) else {
             return Ok(None);
         };
         let source = self.source.name();
@@ -528,48 +1186,102 @@ impl Uploader {
         let now = crate::core::store::unix_now();
         for rec in records {
             let stale = |why: &str| tracing::info!(url = %rec.url, why, "dropping a stored upload");
-            let url = match crate::client::parse_http_url("stored upload URL", &rec.url) {
-                Ok(u) => u,
-                Err(_) => {
-                    stale("not a URL");
-                    self.forget(&store, &fp, &rec.url).await?;
-                    continue;
-                }
-            };
             if rec.is_expired(now) {
                 stale("expired");
                 self.forget(&store, &fp, &rec.url).await?;
                 continue;
             }
+            let found = if rec.partial_urls.is_empty() {
+                self.check_single(&rec, total)
+                    .await?
+                    .map(|(u, st)| Stored::Single(u, st))
+            } else {
+                self.check_parallel(&rec, total)
+                    .await?
+                    .map(Stored::Parallel)
+            };
+            match found {
+                Ok(found) => return Ok(Some(found)),
+                Err(why) => {
+                    stale(why);
+                    self.forget(&store, &fp, &rec.url).await?;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// A stored single upload: its URL and status, or why it cannot be continued.
+    async fn check_single(
+        &mut self,
+        rec: &UploadRecord,
+        total: u64,
+    ) -> Result<std::result::Result<(Url, crate::UploadStatus), &'static str>> {
+        let Ok(url) = crate::client::parse_http_url("stored upload URL", &rec.url) else {
+            return Ok(Err("not a URL"));
+        };
+        let st = match self.client.status(&url).await {
+            Ok(st) => st,
+            Err(e) if e.is_gone() => return Ok(Err("gone from the server")),
+            Err(e) => return Err(e),
+        };
+        let ours = self.metadata.get("filename");
+        let theirs = st.metadata.as_ref().and_then(|m| m.get("filename"));
+        let why = if st.length.is_some_and(|l| l != total) {
+            "another length"
+        } else if st.offset > total {
+            "an offset beyond the source"
+        } else if ours.is_some() && theirs.is_some() && ours != theirs {
+            "another file name"
+        } else {
+            tracing::info!(url = %protocol::redact_url(&url), offset = st.offset, total, "resuming a stored upload");
+            return Ok(Ok((url, st)));
+        };
+        Ok(Err(why))
+    }
+
+    /// A stored parallel upload: each part's URL and offset, or why it cannot be
+    /// continued.
+    async fn check_parallel(
+        &mut self,
+        rec: &UploadRecord,
+        total: u64,
+    ) -> Result<std::result::Result<StoredParallel, &'static str>> {
+        if rec.length != Some(total) {
+            return Ok(Err("another length"));
+        }
+        let ranges = split(total, rec.partial_urls.len());
+        let mut parts = Vec::with_capacity(ranges.len());
+        for (text, (start, end)) in rec.partial_urls.iter().zip(ranges) {
+            let Ok(url) = crate::client::parse_http_url("stored partial upload URL", text) else {
+                return Ok(Err("not a URL"));
+            };
             let st = match self.client.status(&url).await {
                 Ok(st) => st,
                 Err(e) if e.is_gone() => {
-                    stale("gone from the server");
-                    self.forget(&store, &fp, &rec.url).await?;
-                    continue;
+                    return Ok(Err("a partial upload is gone from the server"));
                 }
                 Err(e) => return Err(e),
             };
-            let ours = self.metadata.get("filename");
-            let theirs = st.metadata.as_ref().and_then(|m| m.get("filename"));
-            let mismatch = if st.length.is_some_and(|l| l != total) {
-                Some("another length")
-            } else if st.offset > total {
-                Some("an offset beyond the source")
-            } else if ours.is_some() && theirs.is_some() && ours != theirs {
-                Some("another file name")
-            } else {
-                None
-            };
-            if let Some(why) = mismatch {
-                stale(why);
-                self.forget(&store, &fp, &rec.url).await?;
-                continue;
+            if st.length.is_some_and(|l| l != end - start) || st.offset > end - start {
+                return Ok(Err("a partial upload of another length"));
             }
-            tracing::info!(url = %protocol::redact_url(&url), offset = st.offset, total, "resuming a stored upload");
-            return Ok(Some((url, st)));
+            parts.push((url, st.offset));
         }
-        Ok(None)
+        let final_url = if rec.partial_urls.contains(&rec.url) {
+            None
+        } else {
+            match crate::client::parse_http_url("stored upload URL", &rec.url) {
+                Ok(u) => Some(u),
+                Err(_) => return Ok(Err("not a URL")),
+            }
+        };
+        tracing::info!(parts = parts.len(), "resuming a stored parallel upload");
+        Ok(Ok(StoredParallel {
+            key: rec.url.clone(),
+            parts,
+            final_url,
+        }))
     }
 
     async fn forget(&mut self, store: &Arc<dyn UrlStore>, fp: &str, url: &str) -> Result<()> {
@@ -577,11 +1289,20 @@ impl Uploader {
         blocking(move || store.remove(&fp, &url).map(drop)).await
     }
 
+    /// A record of this upload as it is now, under `key`.
+    fn record(&self, fp: &str, key: &str) -> UploadRecord {
+        let mut rec = UploadRecord::new(fp, key);
+        rec.endpoint = self.client.endpoint().map(|e| e.as_str().to_owned());
+        rec.source = self.source.name();
+        rec.length = self.len();
+        rec.metadata = self.metadata.encode();
+        rec
+    }
+
     /// Store (or update) the record of this upload.
     async fn remember(
         &mut self,
         url: &Url,
-        total: u64,
         offset: u64,
         expires: Option<std::time::SystemTime>,
         created: bool,
@@ -589,24 +1310,16 @@ impl Uploader {
         let (Some(store), Some(fp)) = (self.resume.store.clone(), self.fingerprint.clone()) else {
             return Ok(());
         };
-        let url_s = url.as_str().to_owned();
-        let source = self.source.name();
-        let endpoint = self.client.endpoint().map(|e| e.as_str().to_owned());
-        let metadata = self.metadata.encode();
-        let expires = expires
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs());
+        let fresh = self.record(&fp, url.as_str());
+        let expires = unix_secs(expires);
         blocking(move || {
-            let mut rec = match store.find(&fp)?.into_iter().find(|r| r.url == url_s) {
-                Some(r) if !created => r,
-                _ => UploadRecord::new(fp.clone(), url_s.clone()),
-            };
-            rec.endpoint = endpoint;
-            rec.source = source;
-            rec.length = Some(total);
+            let mut rec = fresh;
+            if !created && let Some(old) = store.find(&fp)?.into_iter().find(|r| r.url == rec.url) {
+                rec.created = old.created;
+                rec.expires = old.expires;
+                rec.partial_urls = old.partial_urls;
+            }
             rec.offset = Some(offset);
-            rec.metadata = metadata;
-            rec.updated = crate::core::store::unix_now();
             if expires.is_some() {
                 rec.expires = expires;
             }
@@ -615,73 +1328,63 @@ impl Uploader {
         .await
     }
 
-    /// The upload is complete: drop its record, unless records are kept.
-    async fn finished(&mut self, url: &Url, total: u64) -> Result<()> {
-        if self.resume.keep_on_success {
-            return self.remember(url, total, total, None, false).await;
-        }
-        if let (Some(store), Some(fp)) = (self.resume.store.clone(), self.fingerprint.clone()) {
-            self.forget(&store, &fp, url.as_str()).await?;
-        }
-        Ok(())
+    /// Store the record of a parallel upload under `key`.
+    async fn remember_parallel(
+        &mut self,
+        key: &str,
+        partials: &[Url],
+        total: u64,
+        expires: Option<std::time::SystemTime>,
+    ) -> Result<()> {
+        let (Some(store), Some(fp)) = (self.resume.store.clone(), self.fingerprint.clone()) else {
+            return Ok(());
+        };
+        let mut rec = self.record(&fp, key);
+        rec.length = Some(total);
+        rec.offset = Some(0);
+        rec.expires = unix_secs(expires);
+        rec.partial_urls = partials.iter().map(|u| u.to_string()).collect();
+        blocking(move || store.add(&rec)).await
     }
 
-    /// The body for `[start, end)` of the source.
-    async fn body(&mut self, start: u64, end: u64) -> Result<Body> {
-        match &self.opened {
-            Some(Opened::File(f, _)) => {
-                return Ok(Body::window(
-                    Arc::clone(f) as Arc<dyn RandomAccess>,
-                    start,
-                    end,
-                ));
-            }
-            Some(Opened::Memory(b)) => {
-                return Ok(Body::from(b.slice(start as usize..end as usize)));
-            }
-            _ => {}
-        }
-        let SourceKind::Reader { reader, len, pos } = &mut self.source.kind else {
-            unreachable!("only readers are opened as streams");
+    /// The upload is complete: drop its record, unless records are kept.
+    async fn finished(&mut self) -> Result<()> {
+        let (Some(store), Some(fp), Some(key)) = (
+            self.resume.store.clone(),
+            self.fingerprint.clone(),
+            self.record_url.clone(),
+        ) else {
+            return Ok(());
         };
-        if *pos > start {
-            return Err(Error::invalid(format!(
-                "the server wants bytes from {start} but the stream is already at {pos}: a stream cannot rewind"
-            )));
-        }
-        let short = |at: u64, len: u64| {
-            Error::io(
-                None,
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("the stream ended at byte {at}, before its declared length {len}"),
-                ),
-            )
+        let Some(url) = self.url.clone() else {
+            return Ok(());
         };
-        // Skip what the server already has.
-        let skip = start - *pos;
-        let skipped = tokio::io::copy(&mut (&mut *reader).take(skip), &mut tokio::io::sink())
-            .await
-            .map_err(|e| Error::io(None, e))?;
-        *pos += skipped;
-        if skipped < skip {
-            return Err(short(*pos, *len));
-        }
-        let want = (end - start) as usize;
-        let mut buf = BytesMut::with_capacity(want);
-        while buf.len() < want {
-            let n = (&mut *reader)
-                .take((want - buf.len()) as u64)
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| Error::io(None, e))?;
-            if n == 0 {
-                return Err(short(*pos + buf.len() as u64, *len));
+        if self.resume.keep_on_success {
+            if key != url.as_str() {
+                self.forget(&store, &fp, &key).await?;
             }
+            let total = self.len();
+            return self
+                .remember(&url, total.unwrap_or_default(), None, key != url.as_str())
+                .await;
         }
-        *pos += want as u64;
-        Ok(Body::from(buf.freeze()))
+        self.forget(&store, &fp, &key).await
     }
+
+    /// The body for `[start, end)` of the source (shorter for a stream that ends
+    /// first).
+    async fn body(&mut self, start: u64, end: u64) -> Result<Body> {
+        match &mut self.opened {
+            Some(Opened::Random(src, _)) => Ok(src.body(start, end)),
+            Some(Opened::Stream(s)) => Ok(Body::from(s.range(start, end).await?)),
+            None => unreachable!("the source is opened first"),
+        }
+    }
+}
+
+fn unix_secs(t: Option<std::time::SystemTime>) -> Option<u64> {
+    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
 }
 
 /// Run blocking store or fingerprint work off the async runtime.

@@ -57,6 +57,7 @@ async fn three_503_then_success_and_403_fails_at_once() {
     let proxy = FaultProxy::start(&server.addr).await;
     let client = Client::builder()
         .endpoint(proxy.url(&server.endpoint))
+        .creation_with_upload(false)
         .layer(fast_retry())
         .build()
         .unwrap();

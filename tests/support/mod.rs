@@ -131,6 +131,22 @@ impl TusServer {
             .collect()
     }
 
+    /// How many uploads the server holds with every byte of their declared length.
+    pub fn complete_count(&self) -> usize {
+        std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter(|e| {
+                let info: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+                let data = e.path().with_extension("");
+                let len = std::fs::metadata(data).map_or(0, |m| m.len());
+                info["size"].as_u64() == Some(len)
+            })
+            .count()
+    }
+
     /// How many uploads the server holds.
     pub fn upload_count(&self) -> usize {
         std::fs::read_dir(self.dir.path())
