@@ -40,6 +40,7 @@ pub use tusflow_core::{
 };
 
 pub mod batch;
+pub mod blocking;
 pub mod client;
 pub mod config;
 pub mod plugins;
@@ -69,4 +70,4 @@ pub mod store {
 
 pub use client::{Appended, Client, ClientBuilder, Created, UploadStatus};
 pub use reqwest::Url;
-pub use upload::{Progress, Source, Uploaded, Uploader};
+pub use upload::{AbortHandle, Progress, Source, Uploaded, Uploader};

@@ -2,8 +2,10 @@
 // (@tus/server) storing uploads with @tus/file-store in a directory.
 //
 //   node server.mjs --dir DIR [--port N] [--relative-location] [--max-size BYTES]
-//                   [--require-header NAME=VALUE]
+//                   [--require-header NAME=VALUE] [--expiration-ms N]
 //
+// --expiration-ms makes unfinished uploads expire N ms after creation (Upload-Expires,
+// then 410 Gone).
 // --require-header answers 401 to every tus request without that header and value (to
 // test that a client's headers reach the server).
 // It binds to 127.0.0.1 only (port 0 = a free port chosen by the OS) and prints one JSON
@@ -22,6 +24,7 @@ const { values } = parseArgs({
     "relative-location": { type: "boolean", default: false },
     "max-size": { type: "string" },
     "require-header": { type: "string" },
+    "expiration-ms": { type: "string" },
   },
 });
 if (!values.dir) {
@@ -33,7 +36,10 @@ mkdirSync(dir, { recursive: true });
 
 const options = {
   path: "/files",
-  datastore: new FileStore({ directory: dir }),
+  datastore: new FileStore({
+    directory: dir,
+    expirationPeriodInMilliseconds: Number(values["expiration-ms"] ?? 0),
+  }),
   relativeLocation: values["relative-location"],
 };
 if (values["max-size"]) options.maxSize = Number(values["max-size"]);

@@ -1,0 +1,502 @@
+//! Every tus 1.0 extension, each against a real server that advertises it: @tus/server
+//! (creation-with-upload, creation-defer-length, expiration, termination) and rustus
+//! (concatenation, and its 256 KiB default body limit for 413 adaptation).
+
+mod support;
+
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tower::ServiceExt;
+use tusflow::store::{MemoryStore, UrlStore};
+use tusflow::{Client, Operation, Source};
+
+use support::{RustusServer, TusServer, make_file, pattern};
+
+/// What a layer saw of one request.
+#[derive(Clone, Debug)]
+struct Seen {
+    op: Operation,
+    body: u64,
+    headers: http::HeaderMap,
+}
+
+/// A client for `endpoint` that records every request it sends.
+fn recording_client(
+    endpoint: &str,
+    edit: impl FnOnce(tusflow::ClientBuilder) -> tusflow::ClientBuilder,
+) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let record = tower::layer::layer_fn(move |inner: tusflow::client::Stack| {
+        let log = Arc::clone(&log);
+        tower::service_fn(move |req: tusflow::Request| {
+            log.lock().unwrap().push(Seen {
+                op: *req.extensions().get::<Operation>().unwrap(),
+                body: req.body().len(),
+                headers: req.headers().clone(),
+            });
+            inner.clone().oneshot(req)
+        })
+    });
+    let builder = Client::builder().endpoint(endpoint).layer(record);
+    (edit(builder).build().unwrap(), seen)
+}
+
+fn ops(seen: &Mutex<Vec<Seen>>) -> Vec<Operation> {
+    seen.lock().unwrap().iter().map(|s| s.op).collect()
+}
+
+fn tusflow_cli(args: &[&str], stdin: Option<&std::path::Path>) -> Output {
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tusflow"));
+    cmd.args(args)
+        .env("XDG_DATA_HOME", data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match stdin {
+        Some(p) => cmd.stdin(std::fs::File::open(p).unwrap()),
+        None => cmd.stdin(Stdio::null()),
+    };
+    cmd.output().expect("run tusflow")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn capabilities_are_asked_once_and_tus_max_size_is_checked_first() {
+    let server = TusServer::start_with(&["--max-size", "1000000"]);
+    let (client, seen) = recording_client(&server.endpoint, |b| b);
+    for seed in 0..3 {
+        let data = pattern(100_000, seed);
+        let done = client.uploader(data.clone()).upload().await.unwrap();
+        server.assert_stored(done.url.as_str(), &data);
+    }
+    let discovers = ops(&seen)
+        .iter()
+        .filter(|o| **o == Operation::Discover)
+        .count();
+    assert_eq!(discovers, 1, "one OPTIONS per client: {:?}", ops(&seen));
+    assert_eq!(
+        client.capabilities().await.unwrap().max_size,
+        Some(1_000_000)
+    );
+
+    let before = server.upload_count();
+    let err = client
+        .uploader(pattern(1_000_001, 9))
+        .upload()
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid(), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("1000001") && msg.contains("Tus-Max-Size of 1000000"),
+        "{msg}"
+    );
+    assert_eq!(server.upload_count(), before, "nothing was created");
+}
+
+#[tokio::test]
+async fn creation_with_upload_sends_a_small_file_in_one_request() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "small.bin", 64 << 10, 4);
+
+    let (client, seen) = recording_client(&server.endpoint, |b| b);
+    let done = client.uploader(path.as_path()).upload().await.unwrap();
+    assert!(done.complete);
+    server.assert_stored_file(done.url.as_str(), &path);
+    let log = seen.lock().unwrap().clone();
+    assert_eq!(ops(&seen), [Operation::Discover, Operation::Create]);
+    assert_eq!(log[1].body, 64 << 10);
+    assert_eq!(
+        log[1].headers["content-type"],
+        "application/offset+octet-stream"
+    );
+
+    // Switched off: the creation is bare and one append follows.
+    let (client, seen) = recording_client(&server.endpoint, |b| b.creation_with_upload(false));
+    let done = client.uploader(path.as_path()).upload().await.unwrap();
+    server.assert_stored_file(done.url.as_str(), &path);
+    assert_eq!(
+        ops(&seen),
+        [Operation::Discover, Operation::Create, Operation::Append]
+    );
+    assert_eq!(seen.lock().unwrap()[1].body, 0);
+
+    // A larger file: the first chunk rides in the creation, the rest in appends.
+    let big = make_file(dir.path(), "big.bin", (3 << 20) + 7, 5);
+    let (client, seen) = recording_client(&server.endpoint, |b| b);
+    let done = client
+        .uploader(big.as_path())
+        .chunk_size(1 << 20)
+        .upload()
+        .await
+        .unwrap();
+    server.assert_stored_file(done.url.as_str(), &big);
+    let bodies: Vec<u64> = seen.lock().unwrap().iter().map(|s| s.body).collect();
+    assert_eq!(bodies, [0, 1 << 20, 1 << 20, 1 << 20, 7]);
+}
+
+#[tokio::test]
+async fn a_stream_of_unknown_length_defers_its_length() {
+    let server = TusServer::start();
+    for (len, chunk) in [
+        ((5 << 20) + 123, 1 << 20),
+        (4 << 20, 1 << 20),
+        (100, 1 << 20),
+    ] {
+        let data = pattern(len, len as u64);
+        let (client, seen) = recording_client(&server.endpoint, |b| b);
+        let reader = std::io::Cursor::new(data.clone());
+        let mut up = client.uploader(Source::stream(reader)).chunk_size(chunk);
+        let done = up.upload().await.unwrap();
+        assert!(done.complete);
+        assert_eq!(done.length, Some(len as u64));
+        server.assert_stored(done.url.as_str(), &data);
+        let log = seen.lock().unwrap().clone();
+        let create = log.iter().find(|s| s.op == Operation::Create).unwrap();
+        let with_length: Vec<&Seen> = log
+            .iter()
+            .filter(|s| s.headers.contains_key("upload-length"))
+            .collect();
+        // Upload-Length goes exactly once: on the creation when the stream ended within
+        // its first chunk, else on the append that carried the last byte.
+        assert_eq!(with_length.len(), 1, "{len}: {log:?}");
+        if len as u64 <= chunk {
+            assert!(!create.headers.contains_key("upload-defer-length"));
+            assert_eq!(log.len(), 2, "OPTIONS and one POST: {log:?}");
+        } else {
+            assert_eq!(create.headers["upload-defer-length"], "1");
+            assert_eq!(with_length[0].op, Operation::Append);
+            assert_eq!(
+                with_length[0].headers["upload-length"],
+                len.to_string().as_str()
+            );
+            // One chunk buffered at a time: no request carries more than a chunk.
+            assert!(log.iter().all(|s| s.body <= chunk), "{log:?}");
+        }
+    }
+}
+
+#[test]
+fn cat_100_mib_into_tusflow_upload_dash() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "in.bin", 100 << 20, 6);
+    let out = tusflow_cli(
+        &["upload", "-", "-e", &server.endpoint, "--json"],
+        Some(&path),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["size"], 100 << 20);
+    server.assert_stored_file(line["url"].as_str().unwrap(), &path);
+    let info: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            server
+                .stored_path(line["url"].as_str().unwrap())
+                .with_extension("json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        info["size"],
+        100 << 20,
+        "the deferred length reached the server"
+    );
+}
+
+#[tokio::test]
+async fn expiration_is_read_stored_and_honoured() {
+    let server = TusServer::start_with(&["--expiration-ms", "1500"]);
+    let store = Arc::new(MemoryStore::new());
+    let client = Client::builder()
+        .endpoint(&server.endpoint)
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let data = pattern(3 << 20, 8);
+    let mut up = client.uploader(data.clone()).chunk_size(1 << 20);
+    let half = up.upload_until(1 << 20).await.unwrap();
+    assert!(!half.complete);
+    let records = store.list().unwrap();
+    assert_eq!(records.len(), 1);
+    let now = tusflow::store::unix_now();
+    let expires = records[0].expires.expect("Upload-Expires is stored");
+    assert!(
+        expires >= now.saturating_sub(2) && expires <= now + 2,
+        "{expires} vs {now}"
+    );
+
+    // Past its expiry: the server answers 410, and a new upload of the same source
+    // starts over instead of resuming.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let err = client.status(&half.url).await.unwrap_err();
+    assert!(err.is_gone(), "{err:?}");
+    let done = client.uploader(data.clone()).upload().await.unwrap();
+    assert!(done.complete && !done.resumed);
+    assert_ne!(done.url, half.url);
+    server.assert_stored(done.url.as_str(), &data);
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn termination_removes_the_upload_and_its_record() {
+    let server = TusServer::start();
+    let store = Arc::new(MemoryStore::new());
+    let client = Client::builder()
+        .endpoint(&server.endpoint)
+        .store(store.clone())
+        .build()
+        .unwrap();
+    assert!(client.capabilities().await.unwrap().supports("termination"));
+    let data = pattern(2 << 20, 10);
+    let half = client
+        .uploader(data.clone())
+        .chunk_size(1 << 20)
+        .upload_until(1 << 20)
+        .await
+        .unwrap();
+    assert!(server.stored_path(half.url.as_str()).exists());
+    assert_eq!(store.list().unwrap().len(), 1);
+
+    client.terminate(&half.url).await.unwrap();
+    assert!(!server.stored_path(half.url.as_str()).exists());
+    assert!(client.status(&half.url).await.unwrap_err().is_gone());
+    assert!(store.list().unwrap().is_empty(), "the record went too");
+    let again = client.terminate(&half.url).await.unwrap_err();
+    assert!(again.is_gone(), "{again:?}");
+
+    // The CLI, on another upload.
+    let half = client
+        .uploader(pattern(2 << 20, 11))
+        .chunk_size(1 << 20)
+        .upload_until(1 << 20)
+        .await
+        .unwrap();
+    let out = tusflow_cli(&["terminate", half.url.as_str()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("terminated"));
+    assert!(!server.stored_path(half.url.as_str()).exists());
+    let out = tusflow_cli(&["terminate", half.url.as_str()], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}
+
+/// A client paced to `bytes_per_second`, so an upload can be stopped midway.
+fn slow_client(endpoint: &str, bytes_per_second: u64, store: Arc<MemoryStore>) -> Client {
+    Client::builder()
+        .endpoint(endpoint)
+        .layer(
+            tusflow::rate_limit::RateLimitLayer::bytes_per_second(bytes_per_second)
+                .burst(256 << 10),
+        )
+        .store(store)
+        .build()
+        .unwrap()
+}
+
+/// Abort `up` once the server acknowledged at least `after` bytes.
+fn abort_after(up: &tusflow::Uploader, after: u64, terminate: bool) {
+    let mut progress = up.progress();
+    let handle = up.abort_handle();
+    tokio::spawn(async move {
+        let _ = progress.wait_for(|p| p.acknowledged >= after).await;
+        if terminate {
+            handle.terminate()
+        } else {
+            handle.abort()
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_in_flight_is_aborted_with_or_without_termination() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "abort.bin", 8 << 20, 12);
+    let store = Arc::new(MemoryStore::new());
+    let client = slow_client(&server.endpoint, 8_000_000, store.clone());
+
+    // Aborted: the server and the store keep it, and the next upload continues it.
+    let mut up = client.uploader(path.as_path()).chunk_size(512 << 10);
+    abort_after(&up, 1 << 20, false);
+    let err = up.upload().await.unwrap_err();
+    assert!(err.is_cancelled(), "{err:?}");
+    assert_eq!(err.to_string(), "upload aborted");
+    let url = up.upload_url().unwrap().clone();
+    assert_eq!(store.list().unwrap().len(), 1);
+    let done = client.uploader(path.as_path()).upload().await.unwrap();
+    assert!(done.resumed && done.complete);
+    assert_eq!(done.url, url);
+    server.assert_stored_file(done.url.as_str(), &path);
+
+    // Aborted and terminated: nothing is left, on the server or in the store.
+    let before = server.upload_count();
+    let mut up = client.uploader(path.as_path()).chunk_size(512 << 10);
+    abort_after(&up, 1 << 20, true);
+    let err = up.upload().await.unwrap_err();
+    assert!(err.is_cancelled(), "{err:?}");
+    assert!(err.to_string().contains("terminated"), "{err}");
+    assert_eq!(server.upload_count(), before);
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_uploads_are_concatenated_and_resume_each_part() {
+    let rustus = RustusServer::start(&["--max-body-size", "16777216"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "par.bin", (16 << 20) + 5, 13);
+    let store = Arc::new(MemoryStore::new());
+
+    // Interrupted midway, then continued: each part resumes where the server has it.
+    let client = slow_client(&rustus.endpoint, 16_000_000, store.clone());
+    let mut up = client
+        .uploader(path.as_path())
+        .parallel(4)
+        .chunk_size(1 << 20);
+    abort_after(&up, 6 << 20, false);
+    assert!(up.upload().await.unwrap_err().is_cancelled());
+    assert_eq!(up.partial_urls().len(), 4);
+    let records = store.list().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].partial_urls.len(), 4);
+
+    let (client, seen) = recording_client(&rustus.endpoint, |b| b.store(store.clone()));
+    let done = client
+        .uploader(path.as_path())
+        .metadata("owner", "tests")
+        .unwrap()
+        .upload()
+        .await
+        .unwrap();
+    assert!(done.complete && done.resumed);
+    assert_eq!(done.parts, 4);
+    support::assert_same_files(&rustus.stored_path(done.url.as_str()), &path);
+    let log = seen.lock().unwrap().clone();
+    let appended: u64 = log
+        .iter()
+        .filter(|s| s.op == Operation::Append)
+        .map(|s| s.body)
+        .sum();
+    assert!(appended < (12 << 20), "only the rest was sent: {appended}");
+    let last = log.last().unwrap();
+    assert_eq!(last.op, Operation::Offset, "the final upload is checked");
+    let fin = log
+        .iter()
+        .find(|s| s.headers.contains_key("upload-concat"))
+        .unwrap();
+    let concat = fin.headers["upload-concat"].to_str().unwrap();
+    assert!(concat.starts_with("final;"), "{concat}");
+    assert_eq!(concat.split(' ').count(), 4);
+    assert!(fin.headers.contains_key("upload-metadata"));
+    assert!(store.list().unwrap().is_empty());
+    let st = client.status(&done.url).await.unwrap();
+    assert_eq!(
+        st.metadata.unwrap().get("owner"),
+        Some(&b"tests"[..]),
+        "the final upload carries the metadata"
+    );
+}
+
+#[tokio::test]
+async fn parallel_falls_back_to_one_upload_without_concatenation() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "one.bin", 4 << 20, 14);
+    let client = Client::new(&server.endpoint).unwrap();
+    let done = client
+        .uploader(path.as_path())
+        .parallel(4)
+        .upload()
+        .await
+        .unwrap();
+    assert_eq!(done.parts, 1);
+    server.assert_stored_file(done.url.as_str(), &path);
+    assert_eq!(server.upload_count(), 1);
+}
+
+#[test]
+fn cli_parallel_4_to_rustus() {
+    let rustus = RustusServer::start(&["--max-body-size", "16777216"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "cli.bin", 32 << 20, 15);
+    let out = tusflow_cli(
+        &[
+            "upload",
+            "-e",
+            &rustus.endpoint,
+            "--parallel",
+            "4",
+            "--json",
+            "--no-store",
+            path.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    support::assert_same_files(&rustus.stored_path(line["url"].as_str().unwrap()), &path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_413_halves_the_chunk_size_and_the_client_remembers() {
+    // rustus with its default body limit (256 KiB) answers 413 to larger bodies.
+    let rustus = RustusServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "large.bin", 64 << 20, 16);
+    let (client, seen) = recording_client(&rustus.endpoint, |b| b);
+    assert_eq!(client.chunk_limit(), None);
+    let done = client.uploader(path.as_path()).upload().await.unwrap();
+    assert!(done.complete);
+    support::assert_same_files(&rustus.stored_path(done.url.as_str()), &path);
+    let limit = client.chunk_limit().expect("a limit was learned");
+    assert!((64 << 10..=256 << 10).contains(&limit), "{limit}");
+
+    // The next upload starts within the limit: no request above it.
+    seen.lock().unwrap().clear();
+    let data = pattern(3 << 20, 17);
+    let done = client.uploader(data.clone()).upload().await.unwrap();
+    let stored = std::fs::read(rustus.stored_path(done.url.as_str())).unwrap();
+    assert!(stored == data);
+    assert!(seen.lock().unwrap().iter().all(|s| s.body <= limit));
+
+    // Unchunked appends adapt too (creation-with-upload off).
+    let (client, _) = recording_client(&rustus.endpoint, |b| b.creation_with_upload(false));
+    let done = client.uploader(path.as_path()).upload().await.unwrap();
+    support::assert_same_files(&rustus.stored_path(done.url.as_str()), &path);
+    assert!(client.chunk_limit().is_some());
+}
+
+#[test]
+fn the_blocking_facade_uploads_and_resumes() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "blocking.bin", 3 << 20, 18);
+    let client = tusflow::blocking::Client::new(&server.endpoint).unwrap();
+    assert!(client.capabilities().unwrap().supports("creation"));
+    let mut up = client
+        .uploader(path.as_path())
+        .chunk_size(1 << 20)
+        .metadata("k", "v")
+        .unwrap();
+    let half = up.upload_until(1 << 20).unwrap();
+    assert_eq!(half.offset, 1 << 20);
+    let done = up.upload().unwrap();
+    assert!(done.complete);
+    server.assert_stored_file(done.url.as_str(), &path);
+    assert!(client.status(&done.url).unwrap().is_complete());
+
+    // Inside an async runtime it refuses with a clear error instead of a panic.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt
+        .block_on(async { tusflow::blocking::Client::new(&server.endpoint) })
+        .unwrap_err();
+    assert!(err.to_string().contains("inside an async runtime"), "{err}");
+}
