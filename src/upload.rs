@@ -820,6 +820,11 @@ impl Uploader {
                     self.record_url = Some(url.to_string());
                     (url, st.offset, true, st.length.is_some())
                 }
+                Some(Stored::Parallel(_)) if stop_at.is_some() => {
+                    return Err(Error::invalid(
+                        "this source has a stored parallel upload, which cannot stop at a byte: upload it to the end, or forget it first",
+                    ));
+                }
                 Some(Stored::Parallel(stored)) => {
                     return self.drive_parallel(Some(stored), &span).await;
                 }

@@ -500,3 +500,157 @@ fn the_blocking_facade_uploads_and_resumes() {
         .unwrap_err();
     assert!(err.to_string().contains("inside an async runtime"), "{err}");
 }
+
+/// No server we can install advertises concatenation-unfinished, so this one test uses
+/// an in-process double of the protocol (it keeps bytes and answers as the tus 1.0
+/// text says) through `ClientBuilder::transport`.
+mod unfinished {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http::{Method, StatusCode};
+    use http_body_util::BodyExt;
+
+    #[derive(Default)]
+    struct Upload {
+        length: Option<u64>,
+        data: Vec<u8>,
+        parts: Vec<String>,
+    }
+
+    #[derive(Default)]
+    pub(super) struct Fake {
+        uploads: Mutex<HashMap<String, Upload>>,
+        pub(super) log: Mutex<Vec<String>>,
+    }
+
+    impl Fake {
+        /// A final upload's bytes: its parts', once every part is complete.
+        fn assembled(&self, id: &str) -> (Option<u64>, Vec<u8>) {
+            let uploads = self.uploads.lock().unwrap();
+            let u = &uploads[id];
+            if u.parts.is_empty() {
+                return (u.length, u.data.clone());
+            }
+            let parts: Vec<&Upload> = u.parts.iter().map(|p| &uploads[p]).collect();
+            let length = parts.iter().map(|p| p.length.unwrap()).sum();
+            if parts.iter().all(|p| p.length == Some(p.data.len() as u64)) {
+                (
+                    Some(length),
+                    parts.iter().flat_map(|p| p.data.clone()).collect(),
+                )
+            } else {
+                (Some(length), Vec::new())
+            }
+        }
+
+        pub(super) fn bytes(&self, url: &str) -> Vec<u8> {
+            self.assembled(url.rsplit('/').next().unwrap()).1
+        }
+
+        pub(super) async fn handle(
+            self: Arc<Self>,
+            req: tusflow::Request,
+        ) -> Result<tusflow::Response, tusflow::Error> {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await?.to_bytes();
+            let id = parts.uri.path().rsplit('/').next().unwrap().to_owned();
+            let h = &parts.headers;
+            let num = |name: &str| {
+                h.get(name)
+                    .map(|v| v.to_str().unwrap().parse::<u64>().unwrap())
+            };
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", parts.method, parts.uri.path()));
+            let ok = http::Response::builder().header("Tus-Resumable", "1.0.0");
+            let resp = match parts.method {
+                Method::OPTIONS => ok.status(204).header(
+                    "Tus-Extension",
+                    "creation,concatenation,concatenation-unfinished",
+                ),
+                Method::POST => {
+                    let mut uploads = self.uploads.lock().unwrap();
+                    let new = format!("u{}", uploads.len());
+                    let concat = h
+                        .get("upload-concat")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    let upload = match concat.as_deref().and_then(|c| c.strip_prefix("final;")) {
+                        Some(list) => Upload {
+                            parts: list
+                                .split(' ')
+                                .map(|u| u.rsplit('/').next().unwrap().to_owned())
+                                .collect(),
+                            ..Upload::default()
+                        },
+                        None => Upload {
+                            length: num("upload-length"),
+                            data: body.to_vec(),
+                            ..Upload::default()
+                        },
+                    };
+                    let offset = upload.data.len();
+                    uploads.insert(new.clone(), upload);
+                    ok.status(201)
+                        .header("Location", format!("http://fake.invalid/files/{new}"))
+                        .header("Upload-Offset", offset)
+                }
+                Method::HEAD => {
+                    let (length, data) = self.assembled(&id);
+                    let mut r = ok.status(200).header("Upload-Offset", data.len());
+                    if let Some(l) = length {
+                        r = r.header("Upload-Length", l);
+                    }
+                    r
+                }
+                Method::PATCH => {
+                    let mut uploads = self.uploads.lock().unwrap();
+                    let u = uploads.get_mut(&id).unwrap();
+                    if num("upload-offset") != Some(u.data.len() as u64) {
+                        return Err(tusflow::Error::status(StatusCode::CONFLICT, b"", None));
+                    }
+                    u.data.extend_from_slice(&body);
+                    ok.status(204).header("Upload-Offset", u.data.len())
+                }
+                _ => ok.status(405),
+            };
+            Ok(resp.body(Bytes::new()).unwrap())
+        }
+    }
+}
+
+#[tokio::test]
+async fn concatenation_unfinished_creates_the_final_upload_first() {
+    let fake = Arc::new(unfinished::Fake::default());
+    let f = Arc::clone(&fake);
+    let client = Client::builder()
+        .endpoint("http://fake.invalid/files/")
+        .transport(tower::service_fn(move |req| Arc::clone(&f).handle(req)))
+        .build()
+        .unwrap();
+    let data = pattern((1 << 20) + 3, 19);
+    let done = client
+        .uploader(data.clone())
+        .parallel(3)
+        .chunk_size(256 << 10)
+        .upload()
+        .await
+        .unwrap();
+    assert_eq!(done.parts, 3);
+    assert!(
+        fake.bytes(done.url.as_str()) == data,
+        "assembled bytes differ"
+    );
+    let log = fake.log.lock().unwrap().clone();
+    let first_patch = log.iter().position(|l| l.starts_with("PATCH")).unwrap();
+    let posts: Vec<usize> = (0..log.len())
+        .filter(|i| log[*i].starts_with("POST"))
+        .collect();
+    assert_eq!(posts.len(), 4, "three partials and the final: {log:?}");
+    assert!(
+        posts[3] < first_patch,
+        "the final came before any bytes: {log:?}"
+    );
+}
