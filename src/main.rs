@@ -592,6 +592,22 @@ async fn upload(config: Option<&Path>, args: UploadArgs) -> Result<u8, Failure> 
     run_jobs(&loaded, &args.common, jobs, stop_at, url, false, false).await
 }
 
+/// The client for an upload or a batch, and the config's metadata.
+fn client_and_metadata(
+    loaded: &tusflow::config::Loaded,
+    common: &CommonArgs,
+    keep_records: bool,
+) -> Result<(Client, tusflow::Metadata), Failure> {
+    let mut stack = loaded.config.middleware.stack.clone();
+    adjust_stack(&mut stack, &common.conn, Some(common));
+    let client = client_from(loaded, stack, keep_records)?;
+    let mut metadata = tusflow::Metadata::new();
+    for (k, v) in &loaded.config.metadata {
+        metadata.insert(k, v)?;
+    }
+    Ok((client, metadata))
+}
+
 /// `tusflow upload -`: standard input, of unknown length, one chunk buffered at a time.
 async fn upload_stdin(
     loaded: &tusflow::config::Loaded,
@@ -599,13 +615,7 @@ async fn upload_stdin(
     stop_at: Option<u64>,
     url: Option<Url>,
 ) -> Result<u8, Failure> {
-    let mut stack = loaded.config.middleware.stack.clone();
-    adjust_stack(&mut stack, &common.conn, Some(common));
-    let client = client_from(loaded, stack, false)?;
-    let mut metadata = tusflow::Metadata::new();
-    for (k, v) in &loaded.config.metadata {
-        metadata.insert(k, v)?;
-    }
+    let (client, metadata) = client_and_metadata(loaded, common, false)?;
     let mut up = client
         .uploader(tusflow::Source::stream(tokio::io::stdin()))
         .with_metadata(metadata);
@@ -696,13 +706,7 @@ async fn run_jobs(
     ledger: bool,
     force: bool,
 ) -> Result<u8, Failure> {
-    let mut stack = loaded.config.middleware.stack.clone();
-    adjust_stack(&mut stack, &common.conn, Some(common));
-    let client = client_from(loaded, stack, ledger)?;
-    let mut metadata = tusflow::Metadata::new();
-    for (k, v) in &loaded.config.metadata {
-        metadata.insert(k, v)?;
-    }
+    let (client, metadata) = client_and_metadata(loaded, common, ledger)?;
     let opts = tusflow::batch::Options {
         concurrency: loaded.config.batch.concurrency,
         chunk_size: loaded.config.chunk_size,

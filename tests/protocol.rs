@@ -62,6 +62,17 @@ fn tusflow_cli(args: &[&str], stdin: Option<&std::path::Path>) -> Output {
     cmd.output().expect("run tusflow")
 }
 
+/// A client that remembers uploads in a memory store.
+fn stored_client(endpoint: &str) -> (Client, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new());
+    let client = Client::builder()
+        .endpoint(endpoint)
+        .store(store.clone())
+        .build()
+        .unwrap();
+    (client, store)
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -215,12 +226,7 @@ fn cat_100_mib_into_tusflow_upload_dash() {
 #[tokio::test]
 async fn expiration_is_read_stored_and_honoured() {
     let server = TusServer::start_with(&["--expiration-ms", "1500"]);
-    let store = Arc::new(MemoryStore::new());
-    let client = Client::builder()
-        .endpoint(&server.endpoint)
-        .store(store.clone())
-        .build()
-        .unwrap();
+    let (client, store) = stored_client(&server.endpoint);
     let data = pattern(3 << 20, 8);
     let mut up = client.uploader(data.clone()).chunk_size(1 << 20);
     let half = up.upload_until(1 << 20).await.unwrap();
@@ -249,12 +255,7 @@ async fn expiration_is_read_stored_and_honoured() {
 #[tokio::test]
 async fn termination_removes_the_upload_and_its_record() {
     let server = TusServer::start();
-    let store = Arc::new(MemoryStore::new());
-    let client = Client::builder()
-        .endpoint(&server.endpoint)
-        .store(store.clone())
-        .build()
-        .unwrap();
+    let (client, store) = stored_client(&server.endpoint);
     assert!(client.capabilities().await.unwrap().supports("termination"));
     let data = pattern(2 << 20, 10);
     let half = client
