@@ -5,10 +5,13 @@
 //! before the call returns, so a process killed at any moment leaves the file as of the
 //! last committed change.
 //!
-//! The file is opened for each operation and closed after it, so several processes
-//! (two `tusflow upload` at once) share it: redb locks the file while it is open, and
-//! a process that finds it locked waits (30 s at most by default) and then fails with
-//! an error naming the file.
+//! Several processes (two `tusflow upload` at once) share the file: redb locks it while
+//! it is open, so a process holds it only while it works: it is closed after 100 ms
+//! without an operation, and let go for a moment after each second of holding. A
+//! process that finds it locked waits (30 s at most by default) and then fails with an
+//! error naming the file. (Opening costs about a millisecond, so a batch of small
+//! files would spend most of its time opening the store if it opened it per
+//! operation.)
 //!
 //! ```
 //! use tusflow_core::store::{UploadRecord, UrlStore, newest_first};
@@ -20,7 +23,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -47,12 +50,25 @@ fn index_key(r: &UploadRecord) -> Option<String> {
     })
 }
 
+/// Closed after this long without an operation.
+const IDLE: Duration = Duration::from_millis(100);
+/// Let go after holding the file this long, so that other processes get their turn.
+const HOLD: Duration = Duration::from_secs(1);
+/// How long it is let go then: longer than the 20 ms between a waiter's tries.
+const YIELD: Duration = Duration::from_millis(50);
+
 /// A URL store in a redb file.
 pub struct RedbStore {
     path: PathBuf,
     wait: Duration,
-    /// One operation at a time in this process.
-    lock: Mutex<()>,
+    /// The database while this process holds it; one operation at a time.
+    held: Arc<Mutex<Option<Held>>>,
+}
+
+struct Held {
+    db: Database,
+    opened: Instant,
+    last: Instant,
 }
 
 impl fmt::Debug for RedbStore {
@@ -102,20 +118,47 @@ impl RedbStore {
                 ))
             })?;
         }
-        let store = RedbStore {
-            path,
-            wait,
-            lock: Mutex::new(()),
-        };
+        let store = RedbStore::unopened(path, wait);
         // Create the file and the table up front: errors show now, and readers never
         // find the table missing.
         store.write(|_, _| Ok(()))?;
         Ok(store)
     }
 
+    fn unopened(path: PathBuf, wait: Duration) -> Self {
+        let store = RedbStore {
+            path,
+            wait,
+            held: Arc::new(Mutex::new(None)),
+        };
+        // Close the file once it is idle; the thread ends with the store.
+        let weak: Weak<Mutex<Option<Held>>> = Arc::downgrade(&store.held);
+        std::thread::Builder::new()
+            .name("tusflow-redb-idle".into())
+            .spawn(move || {
+                while let Some(held) = {
+                    std::thread::sleep(IDLE / 2);
+                    weak.upgrade()
+                } {
+                    let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
+                    if h.as_ref().is_some_and(|h| h.last.elapsed() >= IDLE) {
+                        *h = None;
+                    }
+                }
+            })
+            .ok();
+        store
+    }
+
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Close the file now (it opens again at the next operation), letting other
+    /// processes in without waiting for the idle timeout.
+    pub fn release(&self) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     fn err(&self, e: impl Into<redb::Error>) -> Error {
@@ -124,18 +167,38 @@ impl RedbStore {
 
     /// Run `f` with the database open, waiting while another process has it.
     fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let start = Instant::now();
-        let db = loop {
-            match Database::create(&self.path) {
-                Ok(db) => break db,
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < self.wait => {
-                    std::thread::sleep(Duration::from_millis(20));
+        let lock = || self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = lock();
+        if guard.as_ref().is_some_and(|h| h.opened.elapsed() >= HOLD) {
+            *guard = None;
+            drop(guard);
+            std::thread::sleep(YIELD);
+            guard = lock();
+        }
+        if guard.is_none() {
+            let start = Instant::now();
+            let db = loop {
+                match Database::create(&self.path) {
+                    Ok(db) => break db,
+                    Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                        if start.elapsed() < self.wait =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => return Err(open_error(&self.path, e.into(), self.wait)),
                 }
-                Err(e) => return Err(open_error(&self.path, e.into(), self.wait)),
-            }
-        };
-        f(&db)
+            };
+            let now = Instant::now();
+            *guard = Some(Held {
+                db,
+                opened: now,
+                last: now,
+            });
+        }
+        let held = guard.as_mut().expect("opened above");
+        let result = f(&held.db);
+        held.last = Instant::now();
+        result
     }
 
     fn write(
@@ -342,15 +405,14 @@ mod tests {
         let a = RedbStore::open(&path).unwrap();
         let b = RedbStore::open(&path).unwrap();
         a.add(&UploadRecord::new("fp", "http://h/files/1")).unwrap();
+        // b waits until a lets go (idle).
         assert_eq!(b.find("fp").unwrap().len(), 1);
+        a.release();
+        b.release();
 
         // Someone holds the file open: a short wait, then an error naming it.
         let held = Database::create(&path).unwrap();
-        let c = RedbStore {
-            path: path.clone(),
-            wait: Duration::from_millis(100),
-            lock: Mutex::new(()),
-        };
+        let c = RedbStore::unopened(path.clone(), Duration::from_millis(100));
         let e = c.list().unwrap_err().to_string();
         assert!(
             e.contains("stayed in use by another process") && e.contains("uploads.redb"),
