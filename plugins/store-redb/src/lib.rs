@@ -1,9 +1,9 @@
 //! The embedded default URL store of tusflow, on [redb](https://docs.rs/redb).
 //!
 //! One file holds a table `uploads_v1`: key `fingerprint \0 url`, value the
-//! [`UploadRecord`] as JSON. Every change is its own redb write transaction, committed
-//! before the call returns, so a process killed at any moment leaves the file as of the
-//! last committed change.
+//! [`UploadRecord`] as JSON. Every change is committed (fsync) before the call returns,
+//! so a process killed at any moment leaves the file as of the last committed change;
+//! changes made at the same moment by several uploads share one transaction.
 //!
 //! Several processes (two `tusflow upload` at once) share the file: redb locks it while
 //! it is open, so a process holds it only while it works: it is closed after 100 ms
@@ -21,9 +21,10 @@
 //! assert_eq!(store.find("fp").unwrap().len(), 1);
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -63,6 +64,25 @@ pub struct RedbStore {
     wait: Duration,
     /// The database while this process holds it; one operation at a time.
     held: Arc<Mutex<Option<Held>>>,
+    /// Changes waiting for a commit: concurrent changes share one (group commit).
+    queue: Mutex<Queue>,
+    committed: Condvar,
+}
+
+/// A change to the store.
+enum Change {
+    Add(UploadRecord),
+    Remove { fingerprint: String, url: String },
+}
+
+#[derive(Default)]
+struct Queue {
+    next: u64,
+    pending: Vec<(u64, Change)>,
+    /// Results of committed changes, until their callers take them.
+    done: HashMap<u64, Result<bool>>,
+    /// True while a caller commits for everybody.
+    committing: bool,
 }
 
 struct Held {
@@ -130,6 +150,8 @@ impl RedbStore {
             path,
             wait,
             held: Arc::new(Mutex::new(None)),
+            queue: Mutex::new(Queue::default()),
+            committed: Condvar::new(),
         };
         // Close the file once it is idle; the thread ends with the store.
         let weak: Weak<Mutex<Option<Held>>> = Arc::downgrade(&store.held);
@@ -216,6 +238,70 @@ impl RedbStore {
         })
     }
 
+    /// Apply `change` durably. Changes made at the same time by several threads go in
+    /// one transaction, so they share one fsync: the first caller commits everything
+    /// queued, the others wait for it.
+    fn submit(&self, change: Change) -> Result<bool> {
+        let lock = || self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = lock();
+        let id = q.next;
+        q.next += 1;
+        q.pending.push((id, change));
+        loop {
+            if let Some(result) = q.done.remove(&id) {
+                return result;
+            }
+            if q.committing {
+                q = self.committed.wait(q).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            q.committing = true;
+            let batch = std::mem::take(&mut q.pending);
+            drop(q);
+            let results = self.commit(batch);
+            q = lock();
+            q.committing = false;
+            q.done.extend(results);
+            self.committed.notify_all();
+        }
+    }
+
+    /// One transaction for `batch`; each change's result (all fail if it fails).
+    fn commit(&self, batch: Vec<(u64, Change)>) -> Vec<(u64, Result<bool>)> {
+        let mut found = Vec::with_capacity(batch.len());
+        let outcome = self.write(|t, index| {
+            for (id, change) in &batch {
+                let (k, value) = match change {
+                    Change::Add(r) => (
+                        key(&r.fingerprint, &r.url),
+                        Some(serde_json::to_vec(r).expect("a record serializes")),
+                    ),
+                    Change::Remove { fingerprint, url } => (key(fingerprint, url), None),
+                };
+                let old = match &value {
+                    Some(v) => t.insert(k.as_str(), v.as_slice()),
+                    None => t.remove(k.as_str()),
+                }
+                .map_err(|e| self.err(e))?;
+                found.push((*id, old.is_some()));
+                let old = old.and_then(|v| serde_json::from_slice::<UploadRecord>(v.value()).ok());
+                if let Some(ik) = old.as_ref().and_then(index_key) {
+                    index.remove(ik.as_str()).map_err(|e| self.err(e))?;
+                }
+                if let Change::Add(r) = change
+                    && let Some(ik) = index_key(r)
+                {
+                    index.insert(ik.as_str(), ()).map_err(|e| self.err(e))?;
+                }
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => found.into_iter().map(|(id, f)| (id, Ok(f))).collect(),
+            Err(e) => batch.iter().map(|(id, _)| (*id, Err(e.clone()))).collect(),
+        }
+    }
+
     fn decode(&self, key: &str, value: &[u8]) -> Result<UploadRecord> {
         serde_json::from_slice(value).map_err(|e| {
             Error::invalid(format!(
@@ -282,36 +368,14 @@ impl UrlStore for RedbStore {
     }
 
     fn add(&self, record: &UploadRecord) -> Result<()> {
-        let value = serde_json::to_vec(record).expect("a record serializes");
-        let k = key(&record.fingerprint, &record.url);
-        self.write(|t, index| {
-            let old = t
-                .insert(k.as_str(), value.as_slice())
-                .map_err(|e| self.err(e))?;
-            let old = old.and_then(|v| serde_json::from_slice::<UploadRecord>(v.value()).ok());
-            if let Some(ik) = old.as_ref().and_then(index_key) {
-                index.remove(ik.as_str()).map_err(|e| self.err(e))?;
-            }
-            if let Some(ik) = index_key(record) {
-                index.insert(ik.as_str(), ()).map_err(|e| self.err(e))?;
-            }
-            Ok(())
-        })
+        self.submit(Change::Add(record.clone())).map(drop)
     }
 
     fn remove(&self, fingerprint: &str, url: &str) -> Result<bool> {
-        let k = key(fingerprint, url);
-        let mut found = false;
-        self.write(|t, index| {
-            let old = t.remove(k.as_str()).map_err(|e| self.err(e))?;
-            found = old.is_some();
-            let old = old.and_then(|v| serde_json::from_slice::<UploadRecord>(v.value()).ok());
-            if let Some(ik) = old.as_ref().and_then(index_key) {
-                index.remove(ik.as_str()).map_err(|e| self.err(e))?;
-            }
-            Ok(())
-        })?;
-        Ok(found)
+        self.submit(Change::Remove {
+            fingerprint: fingerprint.to_owned(),
+            url: url.to_owned(),
+        })
     }
 
     fn find_by_source(&self, endpoint: Option<&str>, source: &str) -> Result<Vec<UploadRecord>> {
@@ -396,6 +460,43 @@ mod tests {
         assert!(s.remove("fp1", "http://h/files/a").unwrap());
         assert_eq!(s.remove_url("http://h/files/b").unwrap(), 1);
         assert!(s.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn concurrent_changes_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbStore::open(dir.path().join("u.redb")).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        let mut r = UploadRecord::new(format!("fp{t}"), format!("http://h/{i}"));
+                        r.source = Some(format!("s{t}"));
+                        store.add(&r).unwrap();
+                        if i % 2 == 1 {
+                            assert!(
+                                store
+                                    .remove(&format!("fp{t}"), &format!("http://h/{i}"))
+                                    .unwrap()
+                            );
+                            assert!(
+                                !store
+                                    .remove(&format!("fp{t}"), &format!("http://h/{i}"))
+                                    .unwrap()
+                            );
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        store.release();
+        let reopened = RedbStore::open(dir.path().join("u.redb")).unwrap();
+        assert_eq!(reopened.list().unwrap().len(), 8 * 25);
+        assert_eq!(reopened.find_by_source(None, "s3").unwrap().len(), 25);
     }
 
     #[test]
