@@ -234,6 +234,8 @@ pub struct Uploader {
     partials: Vec<Url>,
     /// The URL this upload's record is stored under.
     record_url: Option<String>,
+    /// True once a record of this upload may be in the store.
+    stored: bool,
     progress: Arc<watch::Sender<Progress>>,
     abort: Arc<watch::Sender<Option<bool>>>,
     resume: Resume,
@@ -530,6 +532,7 @@ impl Uploader {
             url: None,
             partials: Vec::new(),
             record_url: None,
+            stored: false,
             progress: Arc::new(watch::channel(Progress::default()).0),
             abort: Arc::new(watch::channel(None).0),
             resume: client.resume().clone(),
@@ -811,6 +814,7 @@ impl Uploader {
                 }
                 tracing::debug!(offset = st.offset, "resuming upload");
                 self.record_url.get_or_insert_with(|| url.to_string());
+                self.stored = true;
                 (url, st.offset, true, st.length.is_some())
             }
             None => match self.resume_stored().await? {
@@ -818,6 +822,7 @@ impl Uploader {
                     span.record("url", protocol::redact_url(&url));
                     self.url = Some(url.clone());
                     self.record_url = Some(url.to_string());
+                    self.stored = true;
                     (url, st.offset, true, st.length.is_some())
                 }
                 Some(Stored::Parallel(_)) if stop_at.is_some() => {
@@ -1013,7 +1018,11 @@ impl Uploader {
             }
             self.url = Some(url.clone());
             self.record_url = Some(url.to_string());
-            self.remember(&url, offset, created.expires, true).await?;
+            // A creation that carried every byte is recorded (or not) as complete, by
+            // `finished`, right after: no record to write and remove.
+            if Some(offset) != self.len() {
+                self.remember(&url, offset, created.expires, true).await?;
+            }
             return Ok((url, offset, length.is_some()));
         }
     }
@@ -1059,6 +1068,7 @@ impl Uploader {
         let (parts, mut final_url) = match stored {
             Some(s) => {
                 self.record_url = Some(s.key);
+                self.stored = true;
                 (s.parts, s.final_url)
             }
             None => {
@@ -1330,7 +1340,9 @@ impl Uploader {
             }
             store.add(&rec)
         })
-        .await
+        .await?;
+        self.stored = true;
+        Ok(())
     }
 
     /// Store the record of a parallel upload under `key`.
@@ -1349,7 +1361,9 @@ impl Uploader {
         rec.offset = Some(0);
         rec.expires = unix_secs(expires);
         rec.partial_urls = partials.iter().map(|u| u.to_string()).collect();
-        blocking(move || store.add(&rec)).await
+        blocking(move || store.add(&rec)).await?;
+        self.stored = true;
+        Ok(())
     }
 
     /// The upload is complete: drop its record, unless records are kept.
@@ -1365,14 +1379,19 @@ impl Uploader {
             return Ok(());
         };
         if self.resume.keep_on_success {
-            if key != url.as_str() {
+            let moved = key != url.as_str();
+            if moved && self.stored {
                 self.forget(&store, &fp, &key).await?;
             }
             let total = self.len();
             return self
-                .remember(&url, total.unwrap_or_default(), None, key != url.as_str())
+                .remember(&url, total.unwrap_or_default(), None, moved || !self.stored)
                 .await;
         }
+        if !self.stored {
+            return Ok(());
+        }
+        self.stored = false;
         self.forget(&store, &fp, &key).await
     }
 
