@@ -13,8 +13,9 @@
 //! capabilities come from the request's `Arc<Capabilities>` extension when the client
 //! has them, so the layer asks `OPTIONS` only without it.
 //!
-//! Each chunk is read twice (once to hash, once to send), block by block, so memory
-//! stays at a block or two whatever the chunk size.
+//! Each chunk is read once into memory, hashed, and sent from there; the next chunk
+//! is read and hashed on the blocking pool while this one is on the wire. Memory: two
+//! chunks (4 MiB each by default).
 //!
 //! # Order
 //!
@@ -48,7 +49,7 @@ pub use algorithm::{Algorithm, Hasher};
 pub use config::{ChecksumConfig, ChecksumPlugin};
 
 /// The default chunk size: 8 MiB.
-pub const DEFAULT_CHUNK_SIZE: u64 = 8 << 20;
+pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 
 /// Builds [`Checksum`] services; they share the negotiated algorithm per endpoint.
 #[derive(Clone)]
@@ -294,6 +295,42 @@ async fn create(inner: Stack, layer: ChecksumLayer, req: Request) -> Result<Resp
     Ok(resp)
 }
 
+/// A piece of an append, read and hashed ahead on the blocking pool while the previous
+/// piece is sent; aborted when dropped unused.
+struct Prepared(tokio::task::JoinHandle<Result<(Body, HeaderValue)>>);
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Prepared {
+    fn start(algorithm: Algorithm, piece: Body) -> Self {
+        Prepared(tokio::spawn(async move {
+            let (piece, digest) = piece
+                .buffered(move |data| {
+                    let mut h = algorithm.hasher();
+                    h.update(data);
+                    h.finish()
+                })
+                .await?;
+            let sum = format!(
+                "{} {}",
+                algorithm.as_str(),
+                protocol::base64_encode(&digest)
+            );
+            Ok((piece, HeaderValue::try_from(sum).expect("base64 is ASCII")))
+        }))
+    }
+
+    async fn get(mut self) -> Result<(Body, HeaderValue)> {
+        (&mut self.0)
+            .await
+            .map_err(|e| Error::invalid(format!("hashing a chunk failed: {e}")))?
+    }
+}
+
 async fn append(inner: Stack, layer: ChecksumLayer, req: Request) -> Result<Response> {
     let Some(algorithm) = negotiated(&inner, &layer, &req).await? else {
         return inner.oneshot(req).await;
@@ -302,24 +339,23 @@ async fn append(inner: Stack, layer: ChecksumLayer, req: Request) -> Result<Resp
         .map_err(|_| Error::invalid("an append request without a valid Upload-Offset"))?;
     let (parts, body) = req.into_parts();
     let len = body.len();
-    let mut pos = 0;
-    loop {
+    let piece_at = |pos: u64| {
         let end = (pos + layer.chunk_size).min(len);
-        let piece = body.slice(pos, end);
-        let sum = format!(
-            "{} {}",
-            algorithm.as_str(),
-            protocol::base64_encode(&digest(algorithm, piece.clone()).await?)
-        );
+        (end, Prepared::start(algorithm, body.slice(pos, end)))
+    };
+    // Each piece is read once, hashed, and sent from memory; the next piece is read
+    // and hashed while this one is on the wire.
+    let mut pos = 0;
+    let (mut end, mut next) = piece_at(0);
+    loop {
+        let (piece, sum) = next.get().await?;
+        let ahead = (end < len).then(|| piece_at(end));
         let mut mismatches = 0;
         let resp = loop {
             let mut req = Request::from_parts(tusflow_core::clone_parts(&parts), piece.clone());
             let h = req.headers_mut();
             h.insert(header::UPLOAD_OFFSET, HeaderValue::from(start + pos));
-            h.insert(
-                header::UPLOAD_CHECKSUM,
-                HeaderValue::try_from(sum.as_str()).expect("base64 is ASCII"),
-            );
+            h.insert(header::UPLOAD_CHECKSUM, sum.clone());
             if pos > 0 {
                 // Upload-Length (deferred uploads) goes with the first chunk only.
                 h.remove(header::UPLOAD_LENGTH);
@@ -337,11 +373,16 @@ async fn append(inner: Stack, layer: ChecksumLayer, req: Request) -> Result<Resp
             }
         };
         let acked = protocol::upload_offset(resp.headers())?;
-        if end == len || acked != start + end {
-            // Done, or the server disagrees: the driver checks the offset.
+        let Some((next_end, prepared)) = ahead else {
+            return Ok(resp);
+        };
+        if acked != start + end {
+            // The server disagrees: the driver checks the offset.
             return Ok(resp);
         }
         pos = end;
+        end = next_end;
+        next = prepared;
     }
 }
 

@@ -297,6 +297,65 @@ impl Body {
         self.derive(spec, observer)
     }
 
+    /// This body read into memory in one go (on the blocking pool), and `inspect` (a
+    /// hasher, say) run over its bytes there; returned as an in-memory body with this
+    /// body's observer and wraps, with what `inspect` returned. Memory: the body's
+    /// length. Checksums use it to read a chunk once, to hash it and to send it.
+    pub async fn buffered<T, F>(&self, inspect: F) -> Result<(Body, T)>
+    where
+        T: Send + 'static,
+        F: FnOnce(&[u8]) -> T + Send + 'static,
+    {
+        let (bytes, out) = match &self.spec {
+            Spec::Empty => (Bytes::new(), inspect(&[])),
+            Spec::Bytes(b) => {
+                let b = b.clone();
+                tokio::task::spawn_blocking(move || {
+                    let out = inspect(&b);
+                    (b, out)
+                })
+                .await
+                .map_err(|e| Error::io(None, io::Error::other(e)))?
+            }
+            Spec::Window(w) => {
+                let w = w.clone();
+                let path = w.source.path().map(Path::to_path_buf);
+                tokio::task::spawn_blocking(move || -> io::Result<(Bytes, T)> {
+                    let mut buf = vec![0u8; (w.end - w.start) as usize];
+                    let mut filled = 0;
+                    while filled < buf.len() {
+                        let at = w.start + filled as u64;
+                        match w.source.read_at(&mut buf[filled..], at) {
+                            Ok(0) => {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    format!(
+                                        "the source ended at byte {at}, before byte {}: was it truncated?",
+                                        w.end
+                                    ),
+                                ));
+                            }
+                            Ok(k) => filled += k,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    let out = inspect(&buf);
+                    Ok((Bytes::from(buf), out))
+                })
+                .await
+                .map_err(|e| Error::io(path.as_deref(), io::Error::other(e)))?
+                .map_err(|e| Error::io(path.as_deref(), e))?
+            }
+        };
+        let spec = if bytes.is_empty() {
+            Spec::Empty
+        } else {
+            Spec::Bytes(bytes)
+        };
+        Ok((self.derive(spec, self.observer.clone()), out))
+    }
+
     fn notify(&self) {
         if let Some(o) = &self.observer {
             o(self.state.sent);
@@ -520,6 +579,39 @@ mod tests {
         }
         assert_eq!(&out[..], &data[5..data.len() - 3]);
         assert_eq!(seen.load(Ordering::SeqCst), out.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn buffered_reads_once_keeps_the_observer_and_names_a_short_file() {
+        let data = pattern(2 * MAX_BLOCK_SIZE + 5);
+        let src: Arc<dyn RandomAccess> = Arc::new(data.clone());
+        let seen = Arc::new(AtomicU64::new(0));
+        let s2 = seen.clone();
+        let body = Body::window(src, 3, data.len() as u64)
+            .observe(Arc::new(move |n| s2.store(n, Ordering::SeqCst)));
+        let (mem, sum) = body
+            .buffered(|b| b.iter().map(|x| *x as u64).sum::<u64>())
+            .await
+            .unwrap();
+        assert_eq!(sum, data[3..].iter().map(|x| *x as u64).sum::<u64>());
+        assert!(mem.window_range().is_none(), "in memory now");
+        let all = mem.collect().await.unwrap().to_bytes();
+        assert_eq!(all, data.slice(3..));
+        assert_eq!(seen.load(Ordering::SeqCst), all.len() as u64);
+
+        let dir = std::env::temp_dir().join(format!("tusflow-buffered-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("short.bin");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let src: Arc<dyn RandomAccess> = Arc::new(FileSource::open(&path).unwrap());
+        let err = Body::window(src, 0, 20).buffered(|_| ()).await.unwrap_err();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            err.is_io()
+                && err.to_string().contains("short.bin")
+                && err.to_string().contains("truncated"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
