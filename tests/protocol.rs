@@ -655,3 +655,56 @@ async fn concatenation_unfinished_creates_the_final_upload_first() {
         "the final came before any bytes: {log:?}"
     );
 }
+
+/// Cuts every connection after 3 MiB: each append is re-sent from the server's offset,
+/// for a stream out of its buffered chunk, for parallel parts out of their windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_parallel_parts_survive_cut_connections() {
+    let retry = || {
+        tusflow::retry::RetryLayer::new()
+            .initial_delay(Duration::from_millis(10))
+            .max_delay(Duration::from_millis(50))
+    };
+    let server = TusServer::start();
+    let proxy = support::proxy::FaultProxy::start(&server.addr).await;
+    proxy.cut_every_connection_after(3 << 20);
+    let client = Client::builder()
+        .endpoint(proxy.url(&server.endpoint))
+        .layer(retry())
+        .build()
+        .unwrap();
+    let data = pattern((12 << 20) + 9, 20);
+    let done = client
+        .uploader(Source::stream(std::io::Cursor::new(data.clone())))
+        .chunk_size(4 << 20)
+        .upload()
+        .await
+        .unwrap();
+    assert!(done.complete);
+    server.assert_stored(done.url.as_str(), &data);
+    assert!(proxy.cuts() >= 3, "{} cuts", proxy.cuts());
+
+    let rustus = RustusServer::start(&["--max-body-size", "16777216"]);
+    let proxy = support::proxy::FaultProxy::start(&rustus.addr).await;
+    proxy.cut_every_connection_after(3 << 20);
+    let client = Client::builder()
+        .endpoint(proxy.url(&rustus.endpoint))
+        .layer(retry())
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "cut.bin", 16 << 20, 21);
+    // rustus keeps nothing of a cut PATCH (it reads the whole body first), so the
+    // parts go in 1 MiB chunks: a cut costs the chunk in flight.
+    let done = client
+        .uploader(path.as_path())
+        .parallel(4)
+        .chunk_size(1 << 20)
+        .upload()
+        .await
+        .unwrap();
+    assert_eq!(done.parts, 4);
+    support::assert_same_files(&rustus.stored_path(done.url.as_str()), &path);
+    // 16 MiB over connections cut at 3 MiB each (how many depends on reuse).
+    assert!(proxy.cuts() >= 2, "{} cuts", proxy.cuts());
+}
