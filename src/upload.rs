@@ -236,6 +236,9 @@ pub struct Uploader {
     record_url: Option<String>,
     /// True once a record of this upload may be in the store.
     stored: bool,
+    /// A file's size and modification time when it was opened: an upload stops if
+    /// they change.
+    stamp: Option<(u64, Option<std::time::SystemTime>)>,
     progress: Arc<watch::Sender<Progress>>,
     abort: Arc<watch::Sender<Option<bool>>>,
     resume: Resume,
@@ -533,6 +536,7 @@ impl Uploader {
             partials: Vec::new(),
             record_url: None,
             stored: false,
+            stamp: None,
             progress: Arc::new(watch::channel(Progress::default()).0),
             abort: Arc::new(watch::channel(None).0),
             resume: client.resume().clone(),
@@ -696,7 +700,9 @@ impl Uploader {
                 let file = tokio::task::spawn_blocking(move || FileSource::open(p))
                     .await
                     .map_err(|e| Error::io(Some(path), std::io::Error::other(e)))??;
-                let len = file.size()?;
+                let meta = file.metadata()?;
+                let len = meta.len();
+                self.stamp = Some((len, meta.modified().ok()));
                 if !self.metadata.contains_key("filename")
                     && let Some(name) = path.file_name()
                 {
@@ -740,6 +746,41 @@ impl Uploader {
 
     fn len(&self) -> Option<u64> {
         self.opened.as_ref().and_then(Opened::len)
+    }
+
+    /// Fails when the file changed (size or modification time) since it was opened:
+    /// its bytes on the server could then mix two versions, and such an upload must
+    /// never be reported complete.
+    fn check_unchanged(&self) -> Result<()> {
+        let (Some(Opened::Random(Random::File(f), _)), Some((len, modified))) =
+            (&self.opened, self.stamp)
+        else {
+            return Ok(());
+        };
+        let now = f.metadata()?;
+        let what = if now.len() != len {
+            format!("its size went from {len} to {} bytes", now.len())
+        } else if now.modified().ok() != modified {
+            "it was modified".to_owned()
+        } else {
+            return Ok(());
+        };
+        let upload = self
+            .url
+            .as_ref()
+            .map(|u| {
+                format!(
+                    " (the upload at {} holds bytes of both versions)",
+                    protocol::redact_url(u)
+                )
+            })
+            .unwrap_or_default();
+        Err(Error::io(
+            Some(f.file_path()),
+            std::io::Error::other(format!(
+                "the file changed during the upload: {what}; upload it again{upload}"
+            )),
+        ))
     }
 
     async fn run(&mut self, stop_at: Option<u64>) -> Result<Uploaded> {
@@ -871,6 +912,7 @@ impl Uploader {
                 (None, Some(g)) => g,
                 (None, None) => unreachable!("a source of unknown length is a chunked stream"),
             };
+            self.check_unchanged()?;
             let body = self.body(offset, end).await?;
             let end = offset + body.len();
             if body.is_empty() {
@@ -910,6 +952,8 @@ impl Uploader {
             append_checked(&self.client, &url, offset, Body::empty(), Some(total)).await?;
         }
         self.progress.send_modify(|p| p.total = total);
+        // The last bytes went while the file may have changed: check before saying so.
+        self.check_unchanged()?;
         let complete = total == Some(offset);
         if complete {
             self.finished().await?;
@@ -1133,6 +1177,8 @@ impl Uploader {
                 )
             });
         futures_util::future::try_join_all(sends).await?;
+        // No final upload from parts of a file that changed meanwhile.
+        self.check_unchanged()?;
         let final_url = match final_url.take() {
             Some(u) => u,
             None => {

@@ -349,3 +349,56 @@ async fn default_headers_reach_the_server_and_secrets_stay_out_of_debug() {
     let done = clone.uploader(data.clone()).upload().await.unwrap();
     server.assert_stored(done.url.as_str(), &data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_during_the_upload_is_never_reported_complete() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Chunked: stopped before the next chunk. One streaming PATCH: the server gets
+    // every byte, but the upload is reported as an error, never as complete.
+    for (grow, chunked) in [(false, true), (true, true), (false, false)] {
+        let path = make_file(dir.path(), "live.bin", 8 << 20, 30);
+        // Paced, so the upload is still going when the file changes.
+        let client = Client::builder()
+            .endpoint(&server.endpoint)
+            .layer(
+                tusflow::rate_limit::RateLimitLayer::bytes_per_second(8_000_000).burst(256 << 10),
+            )
+            .build()
+            .unwrap();
+        let mut up = client.uploader(path.as_path());
+        if chunked {
+            up = up.chunk_size(1 << 20);
+        }
+        let mut progress = up.progress();
+        let target = path.clone();
+        let changer = tokio::spawn(async move {
+            progress.wait_for(|p| p.sent >= 2 << 20).await.unwrap();
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .unwrap();
+            let at = if grow {
+                SeekFrom::End(0)
+            } else {
+                SeekFrom::Start(6 << 20)
+            };
+            f.seek(at).unwrap();
+            f.write_all(b"changed").unwrap();
+        });
+        let err = up.upload().await.unwrap_err();
+        changer.await.unwrap();
+        assert!(err.is_io(), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("live.bin") && msg.contains("changed during the upload"),
+            "{msg}"
+        );
+        if chunked {
+            let url = up.upload_url().unwrap();
+            let st = client.status(url).await.unwrap();
+            assert!(!st.is_complete(), "stopped before the end: {st:?}");
+        }
+    }
+}
