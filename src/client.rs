@@ -45,6 +45,8 @@ struct Inner {
     /// The largest body the endpoint took after a 413 (`u64::MAX`: no limit met).
     chunk_limit: AtomicU64,
     creation_with_upload: bool,
+    /// Origins besides the endpoint's that may receive credential headers.
+    trusted: Vec<reqwest::Url>,
 }
 
 /// The smallest body a 413 answer halves the chunk size to; a 413 for a body this
@@ -85,6 +87,7 @@ pub struct ClientBuilder {
     layers: Vec<crate::core::BoxLayer>,
     resume: Resume,
     creation_with_upload: bool,
+    trusted: Vec<reqwest::Url>,
     error: Option<Error>,
 }
 
@@ -259,6 +262,18 @@ impl ClientBuilder {
         self
     }
 
+    /// Also send credential headers ([`is_sensitive_header`]: `Authorization`, cookies,
+    /// API keys) to `origin` (e.g. `https://uploads.example.com`). By default they go
+    /// only to the endpoint's origin: a server's `Location` (or a partial upload's URL)
+    /// on another origin gets the other headers but not these.
+    pub fn trust_origin(mut self, origin: &str) -> Self {
+        match parse_http_url("trusted origin", origin) {
+            Ok(u) => self.trusted.push(u),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
     /// Keep a completed upload's record in the store (default: removed on success, as
     /// tus-js-client's `removeFingerprintOnSuccess`).
     pub fn keep_records_on_success(mut self, keep: bool) -> Self {
@@ -293,6 +308,7 @@ impl ClientBuilder {
                 capabilities: tokio::sync::OnceCell::new(),
                 chunk_limit: AtomicU64::new(u64::MAX),
                 creation_with_upload: self.creation_with_upload,
+                trusted: self.trusted,
             }),
         })
     }
@@ -379,6 +395,7 @@ impl Client {
             layers: Vec::new(),
             resume: Resume::default(),
             creation_with_upload: true,
+            trusted: Vec::new(),
             error: None,
         }
     }
@@ -452,7 +469,16 @@ impl Client {
             req.extensions_mut().insert(Arc::clone(caps));
         }
         let defaults = Arc::clone(&self.inner.headers.read().unwrap_or_else(|p| p.into_inner()));
+        // Credentials go to the endpoint's origin (and trusted ones) only: a hostile or
+        // mistaken Location must not collect them.
+        let origin = url.origin();
+        let trusted = self.endpoint().is_none_or(|e| e.origin() == origin)
+            || self.inner.trusted.iter().any(|t| t.origin() == origin);
         for (n, v) in defaults.iter() {
+            if !trusted && is_sensitive_header(n) {
+                tracing::debug!(header = %n, url = %protocol::redact_url(url), "not sending a credential to another origin");
+                continue;
+            }
             req.headers_mut().insert(n.clone(), v.clone());
         }
         Ok(req)

@@ -7,6 +7,7 @@
 //! chunk_size = "16 MiB"          # or "unlimited" (the default: one PATCH)
 //! parallel = 4                   # partial uploads per file (concatenation)
 //! creation_with_upload = true    # first bytes in the POST, when the server allows
+//! trusted_origins = []           # origins besides the endpoint's that get credentials
 //! headers = { Authorization = "Bearer ..." }
 //! metadata = { project = "x" }
 //!
@@ -65,6 +66,8 @@ pub struct Config {
     /// Send the first bytes in the creation `POST` when the server advertises
     /// creation-with-upload.
     pub creation_with_upload: bool,
+    /// Origins besides the endpoint's that may receive credential headers.
+    pub trusted_origins: Vec<String>,
     /// How long connecting may take.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
@@ -98,6 +101,7 @@ impl Default for Config {
             chunk_size: None,
             parallel: 1,
             creation_with_upload: true,
+            trusted_origins: Vec::new(),
             connect_timeout: crate::core::service::DEFAULT_CONNECT_TIMEOUT,
             stall_timeout: crate::core::service::DEFAULT_STALL_TIMEOUT,
             insecure: false,

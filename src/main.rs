@@ -506,6 +506,9 @@ fn client_from(
         .method_override(c.method_override)
         .creation_with_upload(c.creation_with_upload)
         .keep_records_on_success(keep_records);
+    for origin in &c.trusted_origins {
+        b = b.trust_origin(origin);
+    }
     if let Some(e) = &c.endpoint {
         b = b.endpoint(e);
     }
