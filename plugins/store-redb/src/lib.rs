@@ -138,9 +138,10 @@ impl RedbStore {
                 ))
             })?;
         }
+        create_atomically(&path)?;
         let store = RedbStore::unopened(path, wait);
-        // Create the file and the table up front: errors show now, and readers never
-        // find the table missing.
+        // Open it and create the tables up front: errors show now, and readers never
+        // find a table missing.
         store.write(|_, _| Ok(()))?;
         Ok(store)
     }
@@ -326,6 +327,45 @@ impl RedbStore {
     }
 }
 
+/// Create the store file, with its tables, if there is none: built under a temporary
+/// name and linked into place, so a process killed while creating it never leaves a
+/// half-written file that every later open would reject. An empty file (from such a
+/// kill in an older version) counts as none.
+fn create_atomically(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > 0 => return Ok(()),
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".new-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let built = (|| -> std::result::Result<(), redb::Error> {
+        let db = Database::create(&tmp)?;
+        let txn = db.begin_write()?;
+        txn.open_table(UPLOADS)?;
+        txn.open_table(BY_SOURCE)?;
+        txn.commit()?;
+        Ok(())
+    })();
+    let placed = built.map_err(|e| store_error(path, e)).and_then(|()| {
+        // A link fails if another process placed its file first: theirs is as good.
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(_) if !path.exists() => {
+                std::fs::rename(&tmp, path).map_err(|e| store_error(path, redb::Error::Io(e)))
+            }
+            Err(_) => Ok(()),
+        }
+    });
+    let _ = std::fs::remove_file(&tmp);
+    placed
+}
+
 fn open_error(path: &Path, e: redb::Error, waited: Duration) -> Error {
     match e {
         redb::Error::DatabaseAlreadyOpen => Error::invalid(format!(
@@ -460,6 +500,21 @@ mod tests {
         assert!(s.remove("fp1", "http://h/files/a").unwrap());
         assert_eq!(s.remove_url("http://h/files/b").unwrap(), 1);
         assert!(s.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_store_is_created_whole_and_an_empty_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.redb");
+        std::fs::write(&path, b"").unwrap();
+        let s = RedbStore::open(&path).unwrap();
+        s.add(&UploadRecord::new("fp", "http://h/1")).unwrap();
+        assert_eq!(s.list().unwrap().len(), 1);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["u.redb"], "no temporary file is left");
     }
 
     #[test]
