@@ -1,6 +1,6 @@
 //! Crash safety: a batch killed with SIGKILL at 20 seeded random moments, and run
 //! again after each kill, ends complete and exact; the redb store opens cleanly after
-//! every kill. `TUSFLOW_TEST_KILLS=100` kills more.
+//! every kill. `CRASH_TEST_KILLS=100` kills more.
 
 mod support;
 
@@ -23,7 +23,7 @@ impl Rng {
 
 #[test]
 fn a_batch_killed_20_times_ends_complete_and_exact() {
-    let kills: usize = std::env::var("TUSFLOW_TEST_KILLS")
+    let kills: usize = std::env::var("CRASH_TEST_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
@@ -83,6 +83,7 @@ fn a_batch_killed_20_times_ends_complete_and_exact() {
             String::from_utf8_lossy(&list.stderr)
         );
     }
+    // The batch may finish before a long schedule ends; 20 kills always land.
     assert!(killed >= kills.min(20), "only {killed} kills landed");
 
     let started = Instant::now();
