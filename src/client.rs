@@ -350,6 +350,12 @@ pub struct Appended {
     pub expires: Option<SystemTime>,
 }
 
+/// True when the server answered `OPTIONS`, just not with capabilities (a status, or
+/// headers that do not parse): worth remembering, unlike a network error.
+fn answered(e: &Error) -> bool {
+    e.status_code().is_some() || e.is_protocol()
+}
+
 /// The fingerprinter used with a store when none is set.
 fn default_fingerprinter() -> Option<Arc<dyn Fingerprinter>> {
     #[cfg(feature = "fingerprint-xxh3")]
@@ -499,7 +505,7 @@ impl Client {
                 match self.discover().await {
                     Ok(caps) => Ok(Ok(Arc::new(caps))),
                     // The server answered, just not with capabilities: remember that.
-                    Err(e) if e.status_code().is_some() || e.is_protocol() => Ok(Err(e)),
+                    Err(e) if answered(&e) => Ok(Err(e)),
                     // The network or the server is down: ask again next time.
                     Err(e) => Err(e),
                 }
@@ -521,7 +527,7 @@ impl Client {
     pub(crate) async fn discovered(&self) -> Result<Option<Capabilities>> {
         match self.capabilities().await {
             Ok(c) => Ok(Some(c)),
-            Err(e) if e.status_code().is_some() || e.is_protocol() => {
+            Err(e) if answered(&e) => {
                 tracing::debug!(error = %e, "no capabilities from OPTIONS; using the core protocol");
                 Ok(None)
             }
@@ -662,7 +668,7 @@ impl Client {
         });
         if let Some(store) = self.inner.resume.store.clone() {
             let url = url.as_str().to_owned();
-            tokio::task::spawn_blocking(move || -> Result<()> {
+            crate::upload::blocking(move || {
                 for r in store.list()? {
                     if r.url == url || r.partial_urls.contains(&url) {
                         store.remove(&r.fingerprint, &r.url)?;
@@ -670,8 +676,7 @@ impl Client {
                 }
                 Ok(())
             })
-            .await
-            .map_err(|e| Error::invalid(format!("a store task failed: {e}")))??;
+            .await?;
         }
         if result.is_ok() {
             tracing::info!(url = %protocol::redact_url(url), "upload terminated");

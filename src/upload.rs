@@ -1102,12 +1102,10 @@ impl Uploader {
         stored: Option<StoredParallel>,
         span: &tracing::Span,
     ) -> Result<Uploaded> {
-        let (Some(Opened::Random(source, total)), Some(total_len)) = (&self.opened, self.len())
-        else {
+        let Some(Opened::Random(source, total)) = &self.opened else {
             unreachable!("parallel uploads are of files and bytes");
         };
         let (source, total) = (source.clone(), *total);
-        debug_assert_eq!(total, total_len);
         let resumed = stored.is_some();
         let (parts, mut final_url) = match stored {
             Some(s) => {
@@ -1458,7 +1456,9 @@ fn unix_secs(t: Option<std::time::SystemTime>) -> Option<u64> {
 }
 
 /// Run blocking store or fingerprint work off the async runtime.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::invalid(format!("a store task failed: {e}")))?
