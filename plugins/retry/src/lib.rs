@@ -297,6 +297,9 @@ async fn run(inner: Stack, policy: Arc<Backoff>, req: Request) -> Result<Respons
     let start = protocol::upload_offset(&template.parts.headers)
         .map_err(|_| Error::invalid("an append request without a valid Upload-Offset"))?;
     let end = start + template.body.len();
+    // An append that declares a deferred length has landed only once the server knows
+    // the length too: for an empty one, the offset alone says nothing.
+    let declares_length = template.parts.headers.contains_key(header::UPLOAD_LENGTH);
     let mut from = start;
     let mut req = first;
     loop {
@@ -308,9 +311,12 @@ async fn run(inner: Stack, policy: Arc<Backoff>, req: Request) -> Result<Respons
             return Err(err);
         }
         // Where is the server now? Ask until it answers, within the same budget.
-        let offset = loop {
+        let (offset, length_known) = loop {
             match inner.clone().oneshot(template.offset_request()).await {
-                Ok(resp) => break protocol::upload_offset(resp.headers())?,
+                Ok(resp) => {
+                    let known = resp.headers().contains_key(header::UPLOAD_LENGTH);
+                    break (protocol::upload_offset(resp.headers())?, known);
+                }
                 Err(e) if tries.again(Some(Operation::Offset), &e).await => {}
                 Err(e) => return Err(e),
             }
@@ -320,6 +326,13 @@ async fn run(inner: Stack, policy: Arc<Backoff>, req: Request) -> Result<Respons
                 "Upload-Offset",
                 format!("the server's offset went back from {start} to {offset}"),
             ));
+        }
+        if offset == end && declares_length && !length_known {
+            // The bytes are there but not the length: declare it with an empty append.
+            tracing::debug!(offset, "re-sending the length");
+            from = offset;
+            req = template.append_from(start, offset);
+            continue;
         }
         if offset >= end {
             // The append went through; only its answer was lost.
