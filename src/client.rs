@@ -45,6 +45,7 @@ struct Inner {
     /// The largest body the endpoint took after a 413 (`u64::MAX`: no limit met).
     chunk_limit: AtomicU64,
     creation_with_upload: bool,
+    complete_in_creation: bool,
     /// Origins besides the endpoint's that may receive credential headers.
     trusted: Vec<reqwest::Url>,
 }
@@ -87,6 +88,7 @@ pub struct ClientBuilder {
     layers: Vec<crate::core::BoxLayer>,
     resume: Resume,
     creation_with_upload: bool,
+    complete_in_creation: bool,
     trusted: Vec<reqwest::Url>,
     error: Option<Error>,
 }
@@ -262,6 +264,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Let a creation complete an upload (default: off): a small file goes in one
+    /// request, its creation `POST` carrying every byte, and an empty file is created
+    /// with its length.
+    ///
+    /// Off, the creation leaves the last byte for a `PATCH` to the URL it answered
+    /// (and an empty file is created with a deferred length, when the server allows),
+    /// so only a request to a known URL completes an upload. That is what keeps an
+    /// upload from being stored twice: when a creation's answer is lost (a cut
+    /// connection, a server that dies before answering, a process killed before it
+    /// records the URL), tus gives the client no way to learn the URL, so it creates
+    /// another. The one it never heard of is then unfinished, and expires, instead of
+    /// being a second complete copy that the server's "upload finished" hooks would
+    /// process. On is about 1.35x faster for batches of small files.
+    pub fn complete_in_creation(mut self, on: bool) -> Self {
+        self.complete_in_creation = on;
+        self
+    }
+
     /// Also send credential headers ([`is_sensitive_header`]: `Authorization`, cookies,
     /// API keys) to `origin` (e.g. `https://uploads.example.com`). By default they go
     /// only to the endpoint's origin: a server's `Location` (or a partial upload's URL)
@@ -308,6 +328,7 @@ impl ClientBuilder {
                 capabilities: tokio::sync::OnceCell::new(),
                 chunk_limit: AtomicU64::new(u64::MAX),
                 creation_with_upload: self.creation_with_upload,
+                complete_in_creation: self.complete_in_creation,
                 trusted: self.trusted,
             }),
         })
@@ -401,6 +422,7 @@ impl Client {
             layers: Vec::new(),
             resume: Resume::default(),
             creation_with_upload: true,
+            complete_in_creation: false,
             trusted: Vec::new(),
             error: None,
         }
@@ -538,6 +560,12 @@ impl Client {
     /// Whether creation `POST`s carry the first bytes when the server allows it.
     pub fn uses_creation_with_upload(&self) -> bool {
         self.inner.creation_with_upload
+    }
+
+    /// Whether a creation may complete an upload
+    /// ([`ClientBuilder::complete_in_creation`]).
+    pub fn completes_in_creation(&self) -> bool {
+        self.inner.complete_in_creation
     }
 
     /// The largest body the endpoint accepted after answering 413 Payload Too Large;

@@ -7,6 +7,8 @@
 //! chunk_size = "16 MiB"          # or "unlimited" (the default: one PATCH)
 //! parallel = 4                   # partial uploads per file (concatenation)
 //! creation_with_upload = true    # first bytes in the POST, when the server allows
+//! complete_in_creation = false   # true: a small file in one POST (a lost answer can
+//!                                # then leave a second complete copy on the server)
 //! trusted_origins = []           # origins besides the endpoint's that get credentials
 //! headers = { Authorization = "Bearer ..." }
 //! metadata = { project = "x" }
@@ -66,6 +68,9 @@ pub struct Config {
     /// Send the first bytes in the creation `POST` when the server advertises
     /// creation-with-upload.
     pub creation_with_upload: bool,
+    /// Let a creation `POST` complete an upload (see
+    /// [`ClientBuilder::complete_in_creation`](crate::ClientBuilder::complete_in_creation)).
+    pub complete_in_creation: bool,
     /// Origins besides the endpoint's that may receive credential headers.
     pub trusted_origins: Vec<String>,
     /// How long connecting may take.
@@ -101,6 +106,7 @@ impl Default for Config {
             chunk_size: None,
             parallel: 1,
             creation_with_upload: true,
+            complete_in_creation: false,
             trusted_origins: Vec::new(),
             connect_timeout: crate::core::service::DEFAULT_CONNECT_TIMEOUT,
             stall_timeout: crate::core::service::DEFAULT_STALL_TIMEOUT,

@@ -505,6 +505,7 @@ fn client_from(
         .stall_timeout(c.stall_timeout)
         .method_override(c.method_override)
         .creation_with_upload(c.creation_with_upload)
+        .complete_in_creation(c.complete_in_creation)
         .keep_records_on_success(keep_records);
     for origin in &c.trusted_origins {
         b = b.trust_origin(origin);

@@ -1017,6 +1017,11 @@ impl Uploader {
         }
         let with_upload =
             self.client.uses_creation_with_upload() && supports("creation-with-upload");
+        // Unless a creation may complete the upload, the last byte waits for a PATCH,
+        // and an empty upload is created with a deferred length when the server allows.
+        let may_complete = self.client.completes_in_creation();
+        let defer_empty =
+            !may_complete && self.len() == Some(0) && supports("creation-defer-length");
         let meter = Meter::new(&self.progress, 0);
         loop {
             let limit = step(&self.client, chunk_size)
@@ -1024,12 +1029,13 @@ impl Uploader {
                 .min(stop_at.unwrap_or(u64::MAX));
             let first_end = match self.len() {
                 _ if !with_upload => 0,
+                Some(total) if total <= limit && !may_complete => total.saturating_sub(1),
                 Some(total) => total.min(limit),
                 None => limit,
             };
             let body = self.body(0, first_end).await?;
             let sent = body.len();
-            let length = self.len();
+            let length = if defer_empty { None } else { self.len() };
             let created = if sent > 0 {
                 self.client
                     .create_with_upload(length, &self.metadata, body.observe(meter.observer(0)))
@@ -1064,7 +1070,7 @@ impl Uploader {
             self.record_url = Some(url.to_string());
             // A creation that carried every byte is recorded (or not) as complete, by
             // `finished`, right after: no record to write and remove.
-            if Some(offset) != self.len() {
+            if Some(offset) != self.len() || length.is_none() {
                 self.remember(&url, offset, created.expires, true).await?;
             }
             return Ok((url, offset, length.is_some()));
