@@ -53,6 +53,7 @@ pub struct TusServer {
     pub addr: String,
     /// Where the server stores uploads.
     pub dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl TusServer {
@@ -66,10 +67,44 @@ impl TusServer {
     pub fn start_with(args: &[&str]) -> Self {
         ensure_installed();
         let dir = tempfile::tempdir().unwrap();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, info) =
+            Self::spawn(dir.path(), 0, &args).expect("the tus test server did not start");
+        TusServer {
+            child,
+            endpoint: info["endpoint"].as_str().unwrap().to_owned(),
+            addr: format!("127.0.0.1:{}", info["port"]),
+            dir,
+            args,
+        }
+    }
+
+    /// Kill the server (SIGKILL, mid-request or not) and start it again on the same
+    /// port and directory, as after a crash.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port: u16 = self.addr.rsplit(':').next().unwrap().parse().unwrap();
+        // The port may take a moment to be free again.
+        for _ in 0..50 {
+            match Self::spawn(self.dir.path(), port, &self.args) {
+                Some((child, _)) => {
+                    self.child = child;
+                    return;
+                }
+                None => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        panic!("the tus test server did not restart on port {port}");
+    }
+
+    /// Start node; `None` if it exits without listening (e.g. the port is taken).
+    fn spawn(dir: &Path, port: u16, args: &[String]) -> Option<(Child, serde_json::Value)> {
         let mut child = Command::new("node")
             .arg(root().join("tests/server/server.mjs"))
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
+            .args(["--port", &port.to_string()])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -86,16 +121,12 @@ impl TusServer {
             Ok(l) if !l.is_empty() => l,
             _ => {
                 let _ = child.kill();
-                panic!("the tus test server did not start");
+                let _ = child.wait();
+                return None;
             }
         };
         let info: serde_json::Value = serde_json::from_str(&line).expect("server's JSON line");
-        TusServer {
-            child,
-            endpoint: info["endpoint"].as_str().unwrap().to_owned(),
-            addr: format!("127.0.0.1:{}", info["port"]),
-            dir,
-        }
+        Some((child, info))
     }
 
     /// Where the server stored the upload at `url`.
@@ -138,8 +169,12 @@ impl TusServer {
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
             .filter(|e| {
-                let info: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+                // A server killed while writing its record can leave it torn.
+                let Ok(info) = serde_json::from_slice::<serde_json::Value>(
+                    &std::fs::read(e.path()).unwrap_or_default(),
+                ) else {
+                    return false;
+                };
                 let data = e.path().with_extension("");
                 let len = std::fs::metadata(data).map_or(0, |m| m.len());
                 info["size"].as_u64() == Some(len)
