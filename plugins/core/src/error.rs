@@ -58,6 +58,9 @@ enum Kind {
     Io { path: Option<PathBuf> },
     /// Invalid input or configuration from the caller.
     Invalid { what: String },
+    /// The URL store could not be used now: its file is held by another process, or
+    /// cannot be written (a full disk).
+    Store { what: String },
     /// An error from a middleware layer that is not a tusflow error.
     Middleware,
     /// The caller aborted the upload.
@@ -151,6 +154,12 @@ impl Error {
     /// as invalid input ([`Error::is_invalid`]).
     pub fn config(what: impl Into<String>) -> Self {
         Error::new(Kind::Invalid { what: what.into() })
+    }
+
+    /// The URL store could not be used now (held by another process, a full disk);
+    /// `what` names its file and the cause.
+    pub fn store(what: impl Into<String>) -> Self {
+        Error::new(Kind::Store { what: what.into() })
     }
 
     /// Invalid input or configuration from the caller, e.g. a bad metadata key.
@@ -322,6 +331,11 @@ impl Error {
         matches!(self.inner.kind, Kind::Invalid { .. })
     }
 
+    /// True when the URL store could not be used ([`Error::store`]).
+    pub fn is_store(&self) -> bool {
+        matches!(self.inner.kind, Kind::Store { .. })
+    }
+
     /// The header a protocol error is about.
     pub fn header(&self) -> Option<&'static str> {
         match &self.inner.kind {
@@ -358,6 +372,7 @@ impl Kind {
             Kind::Timeout { what } => Kind::Timeout { what },
             Kind::Io { path } => Kind::Io { path: path.clone() },
             Kind::Invalid { what } => Kind::Invalid { what: what.clone() },
+            Kind::Store { what } => Kind::Store { what: what.clone() },
             Kind::Middleware => Kind::Middleware,
             Kind::Cancelled { terminated } => Kind::Cancelled {
                 terminated: *terminated,
@@ -439,7 +454,7 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Kind::Invalid { what } => f.write_str(what),
+            Kind::Invalid { what } | Kind::Store { what } => f.write_str(what),
             Kind::Middleware => {
                 f.write_str("middleware failed")?;
                 if let Some(src) = &i.source {

@@ -221,6 +221,12 @@ impl RedbStore {
         let held = guard.as_mut().expect("opened above");
         let result = f(&held.db);
         held.last = Instant::now();
+        if result.is_err() {
+            // After a failed write (a full disk) redb refuses everything until the file
+            // is opened again: close it, so the next change tries afresh and reports
+            // its own error, or succeeds once there is room.
+            *guard = None;
+        }
         result
     }
 
@@ -368,7 +374,7 @@ fn create_atomically(path: &Path) -> Result<()> {
 
 fn open_error(path: &Path, e: redb::Error, waited: Duration) -> Error {
     match e {
-        redb::Error::DatabaseAlreadyOpen => Error::invalid(format!(
+        redb::Error::DatabaseAlreadyOpen => Error::store(format!(
             "the store {} stayed in use by another process for {}s (use --store to pick another file, or --no-store)",
             path.display(),
             waited.as_secs_f64()
@@ -378,14 +384,22 @@ fn open_error(path: &Path, e: redb::Error, waited: Duration) -> Error {
 }
 
 fn store_error(path: &Path, e: redb::Error) -> Error {
-    let what = match &e {
-        redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_) => {
-            "is corrupt or not a tusflow store"
-        }
-        redb::Error::Io(_) => "cannot be read or written",
-        _ => "failed",
+    // redb reads a file that is not a redb database as an I/O error of kind InvalidData.
+    let not_a_store = match &e {
+        redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_) => true,
+        redb::Error::Io(io) => io.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
     };
-    Error::invalid(format!("the store {} {what}: {e}", path.display()))
+    let shown = path.display();
+    match &e {
+        _ if not_a_store => Error::invalid(format!(
+            "the store {shown} is corrupt or not a tusflow store: {e}"
+        )),
+        redb::Error::Io(_) => {
+            Error::store(format!("the store {shown} cannot be read or written: {e}"))
+        }
+        _ => Error::store(format!("the store {shown} failed: {e}")),
+    }
 }
 
 impl UrlStore for RedbStore {
