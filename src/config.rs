@@ -23,6 +23,7 @@
 //! [store]
 //! kind = "redb"                  # "memory" or "none" too
 //! path = "uploads.redb"
+//! wait = "30s"                   # while another process holds the file
 //!
 //! [batch]
 //! paths = ["media/**/*.mp4"]
@@ -184,6 +185,9 @@ pub struct StoreConfig {
     pub kind: StoreKind,
     /// The redb file (default: in the user's data directory).
     pub path: Option<PathBuf>,
+    /// How long to wait while another process has the file open, before failing.
+    #[serde(with = "duration")]
+    pub wait: Duration,
 }
 
 impl Default for StoreConfig {
@@ -191,6 +195,7 @@ impl Default for StoreConfig {
         StoreConfig {
             kind: StoreKind::Redb,
             path: None,
+            wait: Duration::from_secs(30),
         }
     }
 }

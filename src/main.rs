@@ -219,6 +219,10 @@ struct StoreArgs {
     /// directory)
     #[arg(long = "store", value_name = "PATH")]
     path: Option<PathBuf>,
+    /// How long to wait for another process holding the store (the config's
+    /// `store.wait`; 30 s when not given).
+    #[arg(skip)]
+    wait: Option<std::time::Duration>,
 }
 
 impl StoreArgs {
@@ -232,7 +236,11 @@ impl StoreArgs {
     }
 
     fn open(&self) -> Result<tusflow::store::redb::RedbStore, Failure> {
-        Ok(tusflow::store::redb::RedbStore::open(self.path()?)?)
+        let wait = self.wait.unwrap_or(std::time::Duration::from_secs(30));
+        Ok(tusflow::store::redb::RedbStore::open_waiting(
+            self.path()?,
+            wait,
+        )?)
     }
 }
 
@@ -532,6 +540,7 @@ fn client_from(
         StoreKind::Redb => {
             let args = StoreArgs {
                 path: c.store.path.clone(),
+                wait: Some(c.store.wait),
             };
             Some(Arc::new(args.open()?))
         }
