@@ -250,9 +250,11 @@ impl Error {
 
     /// True when trying again may succeed: transport errors, timeouts, 5xx, 423
     /// (locked), 409 (after asking the offset again), 460 and 417 (checksum mismatch).
+    /// A certificate the client refused is not retryable: it will be refused again.
     pub fn is_retryable(&self) -> bool {
         match &self.inner.kind {
-            Kind::Transport | Kind::Timeout { .. } | Kind::OffsetMismatch { .. } => true,
+            Kind::Transport => !self.is_certificate_error(),
+            Kind::Timeout { .. } | Kind::OffsetMismatch { .. } => true,
             Kind::Status { status, .. } => {
                 status.is_server_error()
                     || matches!(status.as_u16(), 409 | 423 | 460 | 417 | 408 | 429)
@@ -329,6 +331,36 @@ impl Error {
     /// True for invalid input or configuration from the caller.
     pub fn is_invalid(&self) -> bool {
         matches!(self.inner.kind, Kind::Invalid { .. })
+    }
+
+    /// True when TLS refused the server's certificate (or the server refused the
+    /// client's): an unknown issuer, a wrong name, an expired certificate.
+    pub fn is_certificate_error(&self) -> bool {
+        let mut source = self
+            .inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static));
+        while let Some(mut e) = source {
+            // An io::Error hides the error it wraps from `source()`, and may wrap
+            // another io::Error.
+            while let Some(inner) = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                e = inner;
+            }
+            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+                return matches!(
+                    tls,
+                    rustls::Error::InvalidCertificate(_)
+                        | rustls::Error::NoCertificatesPresented
+                        | rustls::Error::AlertReceived(_)
+                );
+            }
+            source = e.source();
+        }
+        false
     }
 
     /// True when the URL store could not be used ([`Error::store`]).
