@@ -439,6 +439,16 @@ pub fn resolve_location(request_url: &reqwest::Url, headers: &HeaderMap) -> Resu
         )
     })?;
     match url.scheme() {
+        // Bytes (and any credentials) asked to leave TLS: a server behind a TLS proxy
+        // that does not tell it so answers like this; it must send https or a relative
+        // Location instead.
+        "http" if request_url.scheme() == "https" => Err(Error::protocol(
+            "Location",
+            format!(
+                "{} would move the upload from https to plain http",
+                redact_url(&url)
+            ),
+        )),
         "http" | "https" => Ok(url),
         other => Err(Error::protocol(
             "Location",
@@ -585,6 +595,20 @@ mod tests {
         let e =
             resolve_location(&base, &headers(&[("location", "file:///etc/passwd")])).unwrap_err();
         assert!(e.to_string().contains("file"), "{e}");
+
+        // From https, never down to plain http.
+        let tls: reqwest::Url = "https://127.0.0.1:8443/files/".parse().unwrap();
+        let e = resolve_location(
+            &tls,
+            &headers(&[("location", "http://127.0.0.1:8443/files/1")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.is_protocol() && e.to_string().contains("plain http"),
+            "{e}"
+        );
+        let up = resolve_location(&tls, &headers(&[("location", "/files/1")])).unwrap();
+        assert_eq!(up.as_str(), "https://127.0.0.1:8443/files/1");
     }
 
     #[test]
