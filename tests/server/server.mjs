@@ -3,15 +3,18 @@
 //
 //   node server.mjs --dir DIR [--port N] [--relative-location] [--max-size BYTES]
 //                   [--require-header NAME=VALUE] [--expiration-ms N]
+//                   [--tls-cert PEM --tls-key PEM]
 //
 // --expiration-ms makes unfinished uploads expire N ms after creation (Upload-Expires,
 // then 410 Gone).
 // --require-header answers 401 to every tus request without that header and value (to
 // test that a client's headers reach the server).
+// --tls-cert and --tls-key serve HTTPS with that certificate (the endpoint is https://).
 // It binds to 127.0.0.1 only (port 0 = a free port chosen by the OS) and prints one JSON
 // line once it listens: {"port": N, "endpoint": "http://127.0.0.1:N/files/", "dir": DIR}.
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:http";
+import { createServer as createTlsServer } from "node:https";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { Server } from "@tus/server";
@@ -25,6 +28,8 @@ const { values } = parseArgs({
     "max-size": { type: "string" },
     "require-header": { type: "string" },
     "expiration-ms": { type: "string" },
+    "tls-cert": { type: "string" },
+    "tls-key": { type: "string" },
   },
 });
 if (!values.dir) {
@@ -57,14 +62,18 @@ if (values["require-header"]) {
 const tus = new Server(options);
 // @tus/server does not read X-HTTP-Method-Override (tusd does); honour it here so the
 // client's override switch is tested against this server too.
-const http = createServer((req, res) => {
+const handler = (req, res) => {
   const override = req.headers["x-http-method-override"];
   if (req.method === "POST" && override) req.method = String(override).toUpperCase();
   tus.handle(req, res);
-});
+};
+const tls = values["tls-cert"]
+  ? { cert: readFileSync(values["tls-cert"]), key: readFileSync(values["tls-key"]) }
+  : null;
+const http = tls ? createTlsServer(tls, handler) : createServer(handler);
 http.listen({ host: "127.0.0.1", port: Number(values.port) }, () => {
   const { port } = http.address();
-  const endpoint = `http://127.0.0.1:${port}/files/`;
+  const endpoint = `${tls ? "https" : "http"}://127.0.0.1:${port}/files/`;
   process.stdout.write(JSON.stringify({ port, endpoint, dir }) + "\n");
 });
 // Long uploads on a slow machine must not hit node's default request timeout.
