@@ -1,0 +1,72 @@
+//! Secrets never reach the output: with credentials in headers, the most verbose log
+//! (`-vvv`), retries after faults, a failed file, `--json` and the batch report hold
+//! neither the secret values nor the URL's query, while the server gets them.
+
+mod support;
+
+use std::process::Command;
+
+use support::proxy::FaultProxy;
+use support::{TusServer, make_file};
+
+#[test]
+fn secrets_stay_out_of_logs_errors_json_and_the_report() {
+    let server = TusServer::start_with(&[
+        "--require-header",
+        "authorization=Bearer s3cr3t-t0ken",
+        "--max-size",
+        "450000",
+    ]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(FaultProxy::start(&server.addr));
+    // Faults, so errors and retries are logged: 503s, then a connection cut mid-body.
+    proxy.answer(None, 503, 2);
+    proxy.cut_every_connection_after(300_000);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for i in 0..3 {
+        make_file(&input, &format!("f{i}.bin"), 400_000 + i, i);
+    }
+    // A file that fails: larger than the server's Tus-Max-Size.
+    make_file(&input, "big.bin", 500_000, 9);
+    let endpoint = format!("{}?api_key=q5ecret-query", proxy.url(&server.endpoint));
+    let out = Command::new(env!("CARGO_BIN_EXE_tusflow"))
+        .args([
+            "batch",
+            "-vvv",
+            "--json",
+            "--report",
+            "report.json",
+            "--no-store",
+        ])
+        .args(["-e", &endpoint, "--chunk-size", "256KiB"])
+        .args([
+            "-H",
+            "Authorization: Bearer s3cr3t-t0ken",
+            "-H",
+            "X-Api-Key: k3y-value",
+        ])
+        .args(["in/f0.bin", "in/f1.bin", "in/f2.bin", "in/big.bin"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = std::fs::read_to_string(d.join("report.json")).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("retrying"), "faults were met: {stderr}");
+    assert!(stderr.contains("big.bin"), "{stderr}");
+    let r: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(r["totals"]["complete"], 3, "{}", r["totals"]);
+    for secret in ["s3cr3t-t0ken", "k3y-value", "q5ecret-query"] {
+        for (what, text) in [
+            ("stderr", &*stderr),
+            ("stdout", &*stdout),
+            ("report", &*report),
+        ] {
+            assert!(!text.contains(secret), "{secret} in {what}:\n{text}");
+        }
+    }
+}
