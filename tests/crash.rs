@@ -7,19 +7,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{TusServer, assert_same_files, make_file};
-
-/// xorshift64: the kill schedule, the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
+use support::{Rng, TusServer, assert_same_files, make_file};
 
 #[test]
 fn a_batch_killed_20_times_ends_complete_and_exact() {
@@ -34,7 +22,7 @@ fn a_batch_killed_20_times_ends_complete_and_exact() {
     let mut rng = Rng(0x5eed_cafe);
     let files: Vec<_> = (0..40u64)
         .map(|i| {
-            let size = 1 + rng.next(2 << 20);
+            let size = 1 + rng.below(2 << 20);
             make_file(&input, &format!("f{i:02}.bin"), size, i)
         })
         .collect();
@@ -64,7 +52,7 @@ fn a_batch_killed_20_times_ends_complete_and_exact() {
     let mut killed = 0;
     for _ in 0..kills {
         let mut child = tusflow().args(batch).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(30 + rng.next(300)));
+        std::thread::sleep(Duration::from_millis(30 + rng.below(300)));
         if child.try_wait().unwrap().is_some() {
             break; // finished before this kill
         }

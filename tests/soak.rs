@@ -17,19 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::proxy::{Chaos, FaultProxy};
-use support::{TusServer, assert_same_files, make_file};
-
-/// xorshift64: the sizes and the restart schedule, the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
+use support::{Rng, TusServer, assert_same_files, make_file};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -128,21 +128,26 @@ fn tls_is_verified_by_default_and_insecure_is_loud() {
 
     let server = TusServer::start_with(&[&tls[..], &["--relative-location"]].concat());
     assert!(server.endpoint.starts_with("https://127.0.0.1:"));
-    let upload = |extra: &[&str]| -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tusflow"))
-            .args([
-                "upload",
-                "a.bin",
-                "-e",
-                &server.endpoint,
-                "--no-store",
-                "--json",
-            ])
-            .args(extra)
-            .current_dir(d)
-            .output()
-            .unwrap()
+    // `TUSFLOW_INSECURE` is cleared unless a case sets it (it is config).
+    let upload_with = |extra: &[&str], insecure_env: Option<&str>| -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tusflow"));
+        c.args([
+            "upload",
+            "a.bin",
+            "-e",
+            &server.endpoint,
+            "--no-store",
+            "--json",
+        ])
+        .args(extra)
+        .env_remove("TUSFLOW_INSECURE")
+        .current_dir(d);
+        if let Some(v) = insecure_env {
+            c.env("TUSFLOW_INSECURE", v);
+        }
+        c.output().unwrap()
     };
+    let upload = |extra: &[&str]| upload_with(extra, None);
 
     // An unknown issuer: refused before any request, with the reason, and not tried
     // again (it would be refused again).
@@ -163,25 +168,8 @@ fn tls_is_verified_by_default_and_insecure_is_loud() {
     server.assert_stored_file(done["url"].as_str().unwrap(), &file);
 
     // --insecure (or `insecure = true` in the config): uploads, and warns each time.
-    for (flag, env) in [
-        (Some("--insecure"), None),
-        (None, Some(("TUSFLOW_INSECURE", "true"))),
-    ] {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_tusflow"));
-        c.args([
-            "upload",
-            "a.bin",
-            "-e",
-            &server.endpoint,
-            "--no-store",
-            "--json",
-        ])
-        .args(flag)
-        .current_dir(d);
-        if let Some((k, v)) = env {
-            c.env(k, v);
-        }
-        let out = c.output().unwrap();
+    for (flag, env) in [(&["--insecure"][..], None), (&[][..], Some("true"))] {
+        let out = upload_with(flag, env);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{stderr}");
         assert!(

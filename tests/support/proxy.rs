@@ -56,7 +56,7 @@ pub struct Injected {
 
 struct ChaosState {
     chaos: Chaos,
-    rng: u64,
+    rng: super::Rng,
     burst: u32,
     locked_until: Option<Instant>,
     injected: Injected,
@@ -64,10 +64,7 @@ struct ChaosState {
 
 impl ChaosState {
     fn below(&mut self, n: u64) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng % n.max(1)
+        self.rng.below(n)
     }
 }
 
@@ -179,7 +176,7 @@ impl FaultProxy {
 
     /// Draw every request's fate from `chaos` from now on.
     pub fn chaos(&self, chaos: Chaos) {
-        let rng = chaos.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let rng = super::Rng(chaos.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         self.shared.plan.lock().unwrap().chaos = Some(ChaosState {
             chaos,
             rng,
