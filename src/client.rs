@@ -268,15 +268,16 @@ impl ClientBuilder {
     /// request, its creation `POST` carrying every byte, and an empty file is created
     /// with its length.
     ///
-    /// Off, the creation leaves the last byte for a `PATCH` to the URL it answered
-    /// (and an empty file is created with a deferred length, when the server allows),
-    /// so only a request to a known URL completes an upload. That is what keeps an
+    /// Off, a file that would fit in its creation goes in one `PATCH` to the URL the
+    /// creation answered (and an empty file is created with a deferred length, when
+    /// the server allows), so only a request to a known URL completes an upload. That is what keeps an
     /// upload from being stored twice: when a creation's answer is lost (a cut
     /// connection, a server that dies before answering, a process killed before it
     /// records the URL), tus gives the client no way to learn the URL, so it creates
     /// another. The one it never heard of is then unfinished, and expires, instead of
     /// being a second complete copy that the server's "upload finished" hooks would
-    /// process. On is about 1.35x faster for batches of small files.
+    /// process. On, batches of 64 KiB files go about 1.2x faster (1.33x with a
+    /// store) on @tus/server.
     pub fn complete_in_creation(mut self, on: bool) -> Self {
         self.complete_in_creation = on;
         self

@@ -1017,8 +1017,11 @@ impl Uploader {
         }
         let with_upload =
             self.client.uses_creation_with_upload() && supports("creation-with-upload");
-        // Unless a creation may complete the upload, the last byte waits for a PATCH,
-        // and an empty upload is created with a deferred length when the server allows.
+        // Unless a creation may complete the upload, an upload that would fit in its
+        // creation goes in one PATCH after a bare creation (cheaper for servers than
+        // the creation carrying all but the last byte, and a lost answer then leaves an
+        // empty upload behind), and an empty one is created with a deferred length
+        // when the server allows.
         let may_complete = self.client.completes_in_creation();
         let defer_empty =
             !may_complete && self.len() == Some(0) && supports("creation-defer-length");
@@ -1029,7 +1032,7 @@ impl Uploader {
                 .min(stop_at.unwrap_or(u64::MAX));
             let first_end = match self.len() {
                 _ if !with_upload => 0,
-                Some(total) if total <= limit && !may_complete => total.saturating_sub(1),
+                Some(total) if total <= limit && !may_complete => 0,
                 Some(total) => total.min(limit),
                 None => limit,
             };

@@ -117,8 +117,8 @@ async fn creation_with_upload_sends_a_small_file_in_one_request() {
     let dir = tempfile::tempdir().unwrap();
     let path = make_file(dir.path(), "small.bin", 64 << 10, 4);
 
-    // By default the creation carries all but the last byte: only a request to the URL
-    // the client knows completes an upload.
+    // By default a file that fits in its creation goes in one PATCH after a bare
+    // creation: only a request to the URL the client knows completes an upload.
     let (client, seen) = recording_client(&server.endpoint, |b| b);
     let done = client.uploader(path.as_path()).upload().await.unwrap();
     assert!(done.complete);
@@ -128,12 +128,8 @@ async fn creation_with_upload_sends_a_small_file_in_one_request() {
         ops(&seen),
         [Operation::Discover, Operation::Create, Operation::Append]
     );
-    assert_eq!(log[1].body, (64 << 10) - 1);
-    assert_eq!(
-        log[1].headers["content-type"],
-        "application/offset+octet-stream"
-    );
-    assert_eq!(log[2].body, 1);
+    assert_eq!(log[1].body, 0);
+    assert_eq!(log[2].body, 64 << 10);
 
     // Allowed to complete in the creation: one request.
     let (client, seen) = recording_client(&server.endpoint, |b| b.complete_in_creation(true));
@@ -141,7 +137,12 @@ async fn creation_with_upload_sends_a_small_file_in_one_request() {
     assert!(done.complete);
     server.assert_stored_file(done.url.as_str(), &path);
     assert_eq!(ops(&seen), [Operation::Discover, Operation::Create]);
-    assert_eq!(seen.lock().unwrap()[1].body, 64 << 10);
+    let log = seen.lock().unwrap().clone();
+    assert_eq!(log[1].body, 64 << 10);
+    assert_eq!(
+        log[1].headers["content-type"],
+        "application/offset+octet-stream"
+    );
 
     // An empty file is created with a deferred length, then given its length 0.
     let empty = make_file(dir.path(), "empty.bin", 0, 4);
@@ -210,11 +211,7 @@ async fn a_stream_of_unknown_length_defers_its_length() {
         assert_eq!(with_length.len(), 1, "{len}: {log:?}");
         if len as u64 <= chunk {
             assert!(!create.headers.contains_key("upload-defer-length"));
-            assert_eq!(
-                log.len(),
-                3,
-                "OPTIONS, POST, PATCH of the last byte: {log:?}"
-            );
+            assert_eq!(log.len(), 3, "OPTIONS, POST, one PATCH: {log:?}");
         } else {
             assert_eq!(create.headers["upload-defer-length"], "1");
             assert_eq!(with_length[0].op, Operation::Append);
