@@ -20,7 +20,9 @@ fn a_batch_killed_20_times_ends_complete_and_exact() {
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
     let mut rng = Rng(0x5eed_cafe);
-    let files: Vec<_> = (0..40u64)
+    // More files for a longer schedule, so every kill lands before the batch is done.
+    let n = 40.max(2 * kills);
+    let files: Vec<_> = (0..n as u64)
         .map(|i| {
             let size = 1 + rng.below(2 << 20);
             make_file(&input, &format!("f{i:02}.bin"), size, i)
@@ -92,27 +94,23 @@ fn a_batch_killed_20_times_ends_complete_and_exact() {
     let t = &report["totals"];
     assert_eq!(
         t["complete"].as_u64().unwrap() + t["skipped"].as_u64().unwrap(),
-        40,
+        n as u64,
         "{t}"
     );
     for entry in report["files"].as_array().unwrap() {
         let path = dir.path().join(entry["path"].as_str().unwrap());
         assert_same_files(&server.stored_path(entry["url"].as_str().unwrap()), &path);
     }
-    assert_eq!(files.len(), 40);
+    assert_eq!(files.len(), n);
     // A kill between the server taking a creation and the client recording its URL
     // leaves an upload the client never heard of: unfinished, since only a request to
     // a URL the client knows completes an upload. At most one per file in flight per
     // kill; never a second complete copy.
-    assert_eq!(
-        server.complete_count(),
-        40,
-        "complete uploads on the server"
-    );
-    let orphans = server.upload_count() - 40;
+    assert_eq!(server.complete_count(), n, "complete uploads on the server");
+    let orphans = server.upload_count() - n;
     assert!(orphans <= 4 * killed, "{orphans} orphans");
     eprintln!(
-        "{killed} kills survived; {} uploads on the server for 40 files: {orphans} unfinished orphans, 0 complete copies",
+        "{killed} kills survived; {} uploads on the server for {n} files: {orphans} unfinished orphans, 0 complete copies",
         server.upload_count()
     );
 }
