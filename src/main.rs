@@ -220,7 +220,7 @@ struct StoreArgs {
     #[arg(long = "store", value_name = "PATH")]
     path: Option<PathBuf>,
     /// How long to wait for another process holding the store (the config's
-    /// `store.wait`; 30 s when not given).
+    /// `store.wait`; its default when not given).
     #[arg(skip)]
     wait: Option<std::time::Duration>,
 }
@@ -236,7 +236,9 @@ impl StoreArgs {
     }
 
     fn open(&self) -> Result<tusflow::store::redb::RedbStore, Failure> {
-        let wait = self.wait.unwrap_or(std::time::Duration::from_secs(30));
+        let wait = self
+            .wait
+            .unwrap_or_else(|| tusflow::config::StoreConfig::default().wait);
         Ok(tusflow::store::redb::RedbStore::open_waiting(
             self.path()?,
             wait,
