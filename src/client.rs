@@ -375,7 +375,7 @@ pub struct Appended {
 /// True when the server answered `OPTIONS`, just not with capabilities (a status, or
 /// headers that do not parse): worth remembering, unlike a network error.
 fn answered(e: &Error) -> bool {
-    e.status_code().is_some() || e.is_protocol()
+    e.status().is_some() || e.is_protocol()
 }
 
 /// The fingerprinter used with a store when none is set.
@@ -495,7 +495,11 @@ impl Client {
             .body(body)
             .map_err(|e| Error::invalid(format!("invalid request URL: {e}")))?;
         if let Some(Ok(caps)) = self.inner.capabilities.get() {
-            req.extensions_mut().insert(Arc::clone(caps));
+            req.extensions_mut()
+                .insert(crate::core::KnownCapabilities(Arc::clone(caps)));
+        }
+        if let Some(counter) = crate::core::attempts::RetryCounter::current() {
+            req.extensions_mut().insert(counter);
         }
         let defaults = Arc::clone(&self.inner.headers.read().unwrap_or_else(|p| p.into_inner()));
         // Credentials go to the endpoint's origin (and trusted ones) only: a hostile or

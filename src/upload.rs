@@ -467,7 +467,7 @@ async fn append_checked(
     match client.append(url, offset, body, length).await {
         Ok(a) if a.offset == end => Ok(Some(a)),
         Ok(a) => Err(Error::offset_mismatch(end, a.offset).with_url(protocol::redact_url(url))),
-        Err(e) if e.status_code() == Some(http::StatusCode::PAYLOAD_TOO_LARGE) => {
+        Err(e) if e.status() == Some(http::StatusCode::PAYLOAD_TOO_LARGE) => {
             match client.shrink_chunk_limit(end - offset) {
                 Some(_) => Ok(None),
                 None => Err(e),
@@ -1048,7 +1048,7 @@ impl Uploader {
             };
             let created = match created {
                 Err(e)
-                    if e.status_code() == Some(http::StatusCode::PAYLOAD_TOO_LARGE)
+                    if e.status() == Some(http::StatusCode::PAYLOAD_TOO_LARGE)
                         && sent > 0
                         && self.client.shrink_chunk_limit(sent).is_some() =>
                 {

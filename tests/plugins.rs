@@ -75,7 +75,7 @@ async fn three_503_then_success_and_403_fails_at_once() {
     let before = proxy.requests().len();
     proxy.answer(Some("POST"), 403, 1);
     let err = client.uploader(data.clone()).upload().await.unwrap_err();
-    assert_eq!(err.status_code().map(|s| s.as_u16()), Some(403));
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(403));
     assert!(err.to_string().contains("403"), "{err}");
     assert_eq!(proxy.requests().len(), before + 1, "403 is not retried");
 }
@@ -137,7 +137,7 @@ async fn bearer_auth_reaches_the_server() {
         .build()
         .unwrap();
     let err = wrong.uploader(data).upload().await.unwrap_err();
-    assert_eq!(err.status_code().map(|s| s.as_u16()), Some(401));
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(401));
     assert!(!format!("{err} {err:?}").contains("nope-token"));
 }
 

@@ -641,7 +641,7 @@ mod unfinished {
                     let mut uploads = self.uploads.lock().unwrap();
                     let u = uploads.get_mut(&id).unwrap();
                     if num("upload-offset") != Some(u.data.len() as u64) {
-                        return Err(tusflow::Error::status(StatusCode::CONFLICT, b"", None));
+                        return Err(tusflow::Error::from_status(StatusCode::CONFLICT, b"", None));
                     }
                     u.data.extend_from_slice(&body);
                     ok.status(204).header("Upload-Offset", u.data.len())

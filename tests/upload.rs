@@ -195,7 +195,7 @@ async fn gone_uploads_and_length_mismatches_are_clear_errors() {
         .unwrap();
     let err = client.status(&missing).await.unwrap_err();
     assert!(err.is_gone(), "{err:?}");
-    assert_eq!(err.status_code().map(|s| s.as_u16()), Some(404));
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(404));
     let err = client
         .uploader(Bytes::from_static(b"abc"))
         .url(missing)
@@ -327,7 +327,7 @@ async fn default_headers_reach_the_server_and_secrets_stay_out_of_debug() {
         .upload()
         .await
         .unwrap_err();
-    assert_eq!(err.status_code().map(|s| s.as_u16()), Some(401), "{err:?}");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(401), "{err:?}");
     assert!(!err.to_string().contains("not-the-token"), "{err}");
     assert!(!format!("{err:?}").contains("not-the-token"));
 

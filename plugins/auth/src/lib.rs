@@ -25,13 +25,14 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use base64::Engine as _;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::Url;
-use tower::{Layer, Service, ServiceExt};
-use tusflow_core::{Endpoint, Error, Request, Response, Result, Stack};
+use tower::Layer;
+use tusflow_core::middleware::{Layered, Middleware, Next};
+use tusflow_core::service::ResponseFuture;
+use tusflow_core::{Endpoint, Error, Request, Result};
 
 pub use config::{AuthConfig, AuthPlugin, BasicConfig};
 
@@ -178,27 +179,12 @@ impl AuthLayer {
 impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth {
-            inner,
-            layer: self.clone(),
-        }
+        Layered::new(self.clone(), inner)
     }
 }
 
 /// The auth service; see the [crate docs](crate).
-#[derive(Clone)]
-pub struct Auth<S> {
-    inner: S,
-    layer: AuthLayer,
-}
-
-impl<S> fmt::Debug for Auth<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth")
-            .field("layer", &self.layer)
-            .finish_non_exhaustive()
-    }
-}
+pub type Auth<S> = Layered<AuthLayer, S>;
 
 /// True when credentials may go with `req`: its origin is the endpoint's or allowed.
 fn in_scope(req: &Request, allowed: &[String]) -> bool {
@@ -216,31 +202,18 @@ fn in_scope(req: &Request, allowed: &[String]) -> bool {
     }
 }
 
-impl<S> Service<Request> for Auth<S>
-where
-    S: Service<Request, Response = Response, Error = Error> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Error;
-    type Future = tusflow_core::service::ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        let inner = Stack::new(self.inner.clone());
-        if !in_scope(&req, &self.layer.allowed) {
+impl Middleware for AuthLayer {
+    fn call(&self, mut next: Next, mut req: Request) -> ResponseFuture {
+        if !in_scope(&req, &self.allowed) {
             tracing::debug!(uri = %req.uri().path(), "request outside the endpoint's origin: no credentials");
-            return Box::pin(inner.oneshot(req));
+            return Box::pin(async move { next.call(req).await });
         }
-        match &self.layer.credentials {
+        match &self.credentials {
             Credentials::Headers(h) => {
                 for (name, value) in h {
                     req.headers_mut().insert(name.clone(), value.clone());
                 }
-                Box::pin(inner.oneshot(req))
+                Box::pin(async move { next.call(req).await })
             }
             Credentials::Provider(p) => {
                 let p = Arc::clone(p);
@@ -249,14 +222,14 @@ where
                     let replay = tusflow_core::clone_request(&req);
                     req.headers_mut()
                         .insert(AUTHORIZATION, bearer_value(token.expose())?);
-                    match inner.clone().oneshot(req).await {
-                        Err(e) if e.status_code() == Some(http::StatusCode::UNAUTHORIZED) => {
+                    match next.call(req).await {
+                        Err(e) if e.status() == Some(http::StatusCode::UNAUTHORIZED) => {
                             tracing::info!("401: refreshing the token and replaying once");
                             let token = p.refresh().await?;
                             let mut req = replay;
                             req.headers_mut()
                                 .insert(AUTHORIZATION, bearer_value(token.expose())?);
-                            inner.oneshot(req).await
+                            next.call(req).await
                         }
                         other => other,
                     }

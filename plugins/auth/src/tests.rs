@@ -2,7 +2,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use tusflow_core::{Body, Operation};
+use tower::ServiceExt;
+use tusflow_core::{Body, Operation, Stack};
 
 use super::*;
 
@@ -19,7 +20,11 @@ fn server(seen: Arc<Mutex<Vec<Option<String>>>>, ok: &'static str) -> Stack {
             if auth.as_deref() == Some(ok) || ok.is_empty() {
                 Ok(http::Response::new(Bytes::new()))
             } else {
-                Err(Error::status(http::StatusCode::UNAUTHORIZED, b"", None))
+                Err(Error::from_status(
+                    http::StatusCode::UNAUTHORIZED,
+                    b"",
+                    None,
+                ))
             }
         }
     }))
@@ -137,7 +142,7 @@ async fn a_401_refreshes_once_and_replays() {
         .oneshot(req("http://h/files/1", "http://h/files/"))
         .await
         .unwrap_err();
-    assert_eq!(err.status_code(), Some(http::StatusCode::UNAUTHORIZED));
+    assert_eq!(err.status(), Some(http::StatusCode::UNAUTHORIZED));
     assert_eq!(seen.lock().unwrap().len(), 2);
     assert!(!err.to_string().contains("t0") && !err.to_string().contains("t1"));
 }

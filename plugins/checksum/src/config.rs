@@ -49,10 +49,12 @@ impl ChecksumConfig {
                 "middleware.checksum.algorithms: name at least one",
             ));
         }
-        if self.chunk_size == 0 {
-            return Err(Error::config(
-                "middleware.checksum.chunk_size: must be more than 0",
-            ));
+        if self.chunk_size == 0 || self.chunk_size > crate::MAX_CHUNK_SIZE {
+            return Err(Error::config(format!(
+                "middleware.checksum.chunk_size: must be more than 0 and at most {} MiB \
+                 (each chunk is held in memory)",
+                crate::MAX_CHUNK_SIZE >> 20
+            )));
         }
         Ok(ChecksumLayer::negotiate(algos)
             .chunk_size(self.chunk_size)
@@ -89,7 +91,7 @@ mod tests {
             .extract()
             .unwrap();
         assert_eq!(c.algorithms, ["sha256", "sha1"]);
-        assert_eq!(c.chunk_size, 8 << 20);
+        assert_eq!(c.chunk_size, crate::DEFAULT_CHUNK_SIZE);
         c.layer().unwrap();
         let bad = ChecksumConfig {
             algorithms: vec!["sha3".into()],

@@ -8,10 +8,11 @@
 //! error, or plain appends when the layer is not `required`.
 //!
 //! Servers do not verify `Upload-Checksum` on a creation `POST`, so when checksums are
-//! in use a creation that carries bytes (creation-with-upload) goes without them and
-//! answers `Upload-Offset: 0`: every byte then travels in a checksummed append. The
-//! capabilities come from the request's `Arc<Capabilities>` extension when the client
-//! has them, so the layer asks `OPTIONS` only without it.
+//! in use a creation that carries bytes (creation-with-upload) goes without them (the
+//! driver reads the server's answer, which has no `Upload-Offset`): every byte then
+//! travels in a checksummed append. The capabilities come from the request's
+//! [`KnownCapabilities`] extension when the client has them, so the layer asks
+//! `OPTIONS` only without it.
 //!
 //! Each chunk is read once into memory, hashed, and sent from there; the next chunk
 //! is read and hashed on the blocking pool while this one is on the wire. Memory: two
@@ -35,21 +36,27 @@ mod config;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use http::HeaderValue;
 use http_body_util::BodyExt;
-use tower::{Layer, Service, ServiceExt};
+use tower::Layer;
+use tusflow_core::middleware::{Layered, Middleware, Next};
 use tusflow_core::protocol::{self, header};
+use tusflow_core::service::ResponseFuture;
 use tusflow_core::{
-    Body, Capabilities, Endpoint, Error, Operation, Request, Response, Result, Stack, Url,
+    Body, Capabilities, Endpoint, Error, KnownCapabilities, Operation, Request, Response, Result,
+    Url,
 };
 
 pub use algorithm::{Algorithm, Hasher};
 pub use config::{ChecksumConfig, ChecksumPlugin};
 
-/// The default chunk size: 8 MiB.
+/// The default chunk size: 4 MiB.
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
+
+/// The largest chunk size: each chunk is held in memory (twice, while the next is
+/// hashed), so a larger setting is capped here.
+pub const MAX_CHUNK_SIZE: u64 = 256 << 20;
 
 /// Builds [`Checksum`] services; they share the negotiated algorithm per endpoint.
 #[derive(Clone)]
@@ -99,9 +106,10 @@ impl ChecksumLayer {
         Self::negotiate(Algorithm::ALL)
     }
 
-    /// Split appends into chunks of at most `size` bytes (default 8 MiB).
+    /// Split appends into chunks of at most `size` bytes (default 4 MiB, at most
+    /// [`MAX_CHUNK_SIZE`]).
     pub fn chunk_size(mut self, size: u64) -> Self {
-        self.chunk_size = size.max(1);
+        self.chunk_size = size.clamp(1, MAX_CHUNK_SIZE);
         self
     }
 
@@ -122,50 +130,24 @@ impl ChecksumLayer {
 impl<S> Layer<S> for ChecksumLayer {
     type Service = Checksum<S>;
     fn layer(&self, inner: S) -> Checksum<S> {
-        Checksum {
-            inner,
-            layer: self.clone(),
-        }
+        Layered::new(self.clone(), inner)
     }
 }
 
 /// The checksum service; see the [crate docs](crate).
-#[derive(Clone)]
-pub struct Checksum<S> {
-    inner: S,
-    layer: ChecksumLayer,
-}
+pub type Checksum<S> = Layered<ChecksumLayer, S>;
 
-impl<S> fmt::Debug for Checksum<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Checksum")
-            .field("layer", &self.layer)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S> Service<Request> for Checksum<S>
-where
-    S: Service<Request, Response = Response, Error = Error> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Error;
-    type Future = tusflow_core::service::ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let inner = Stack::new(self.inner.clone());
-        if req.body().is_empty() {
-            return Box::pin(inner.oneshot(req));
-        }
-        match req.extensions().get::<Operation>() {
-            Some(Operation::Append) => Box::pin(append(inner, self.layer.clone(), req)),
-            Some(Operation::Create) => Box::pin(create(inner, self.layer.clone(), req)),
-            _ => Box::pin(inner.oneshot(req)),
+impl Middleware for ChecksumLayer {
+    fn call(&self, mut next: Next, req: Request) -> ResponseFuture {
+        let op = req.extensions().get::<Operation>().copied();
+        match op {
+            Some(Operation::Append) if !req.body().is_empty() => {
+                Box::pin(append(next, self.clone(), req))
+            }
+            Some(Operation::Create) if !req.body().is_empty() => {
+                Box::pin(create(next, self.clone(), req))
+            }
+            _ => Box::pin(async move { next.call(req).await }),
         }
     }
 }
@@ -184,7 +166,7 @@ pub async fn digest(algorithm: Algorithm, body: Body) -> Result<Vec<u8>> {
 
 /// The algorithm to use with the endpoint of `req`, asking the server once.
 async fn negotiated(
-    inner: &Stack,
+    inner: &mut Next,
     layer: &ChecksumLayer,
     req: &Request,
 ) -> Result<Option<Algorithm>> {
@@ -206,8 +188,8 @@ async fn negotiated(
         return Ok(*found);
     }
     // The client sends its cached capabilities along; ask the server only without them.
-    let caps = match req.extensions().get::<Arc<Capabilities>>() {
-        Some(caps) => Capabilities::clone(caps),
+    let caps = match req.extensions().get::<KnownCapabilities>() {
+        Some(KnownCapabilities(caps)) => Capabilities::clone(caps),
         None => discover(inner, &url, req).await?,
     };
     let shown = protocol::redact_url(&url);
@@ -257,7 +239,7 @@ async fn negotiated(
 
 /// `OPTIONS` on the endpoint, with the same credentials as the append (the auth layer
 /// may be inside this one).
-async fn discover(inner: &Stack, url: &Url, req: &Request) -> Result<Capabilities> {
+async fn discover(inner: &mut Next, url: &Url, req: &Request) -> Result<Capabilities> {
     let mut options = http::Request::options(url.as_str())
         .extension(Operation::Discover)
         .extension(Endpoint(url.clone()))
@@ -272,27 +254,22 @@ async fn discover(inner: &Stack, url: &Url, req: &Request) -> Result<Capabilitie
         }
         options.headers_mut().insert(n.clone(), v.clone());
     }
-    Capabilities::from_headers(inner.clone().oneshot(options).await?.headers())
+    Capabilities::from_headers(inner.call(options).await?.headers())
 }
 
 /// A creation carrying bytes (creation-with-upload). Servers do not check
 /// `Upload-Checksum` on a `POST`, so with checksums in use the upload is created
-/// without its bytes (`Upload-Offset: 0`), and they follow in checksummed appends.
-async fn create(inner: Stack, layer: ChecksumLayer, req: Request) -> Result<Response> {
-    if negotiated(&inner, &layer, &req).await?.is_none() {
-        return inner.oneshot(req).await;
+/// without its bytes; the server's answer has no `Upload-Offset`, so the driver asks
+/// for the offset (0) and the bytes follow in checksummed appends.
+async fn create(mut inner: Next, layer: ChecksumLayer, req: Request) -> Result<Response> {
+    if negotiated(&mut inner, &layer, &req).await?.is_none() {
+        return inner.call(req).await;
     }
     let (mut parts, _) = req.into_parts();
     parts.headers.remove(http::header::CONTENT_TYPE);
     parts.headers.remove(http::header::CONTENT_LENGTH);
     tracing::debug!("creating without the first bytes, so that every byte is checksummed");
-    let mut resp = inner
-        .oneshot(Request::from_parts(parts, Body::empty()))
-        .await?;
-    resp.headers_mut()
-        .entry(header::UPLOAD_OFFSET)
-        .or_insert(HeaderValue::from_static("0"));
-    Ok(resp)
+    inner.call(Request::from_parts(parts, Body::empty())).await
 }
 
 /// A piece of an append, read and hashed ahead on the blocking pool while the previous
@@ -331,9 +308,9 @@ impl Prepared {
     }
 }
 
-async fn append(inner: Stack, layer: ChecksumLayer, req: Request) -> Result<Response> {
-    let Some(algorithm) = negotiated(&inner, &layer, &req).await? else {
-        return inner.oneshot(req).await;
+async fn append(mut inner: Next, layer: ChecksumLayer, req: Request) -> Result<Response> {
+    let Some(algorithm) = negotiated(&mut inner, &layer, &req).await? else {
+        return inner.call(req).await;
     };
     let start = protocol::upload_offset(req.headers())
         .map_err(|_| Error::invalid("an append request without a valid Upload-Offset"))?;
@@ -360,7 +337,7 @@ async fn append(inner: Stack, layer: ChecksumLayer, req: Request) -> Result<Resp
                 // Upload-Length (deferred uploads) goes with the first chunk only.
                 h.remove(header::UPLOAD_LENGTH);
             }
-            match inner.clone().oneshot(req).await {
+            match inner.call(req).await {
                 Err(e) if e.is_checksum_mismatch() && mismatches < layer.resend => {
                     mismatches += 1;
                     tracing::warn!(

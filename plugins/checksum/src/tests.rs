@@ -1,6 +1,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
+use tower::ServiceExt;
+use tusflow_core::Stack;
 
 use super::*;
 
@@ -46,7 +48,7 @@ fn server(
                 let mut h = algo.parse::<Algorithm>().unwrap().hasher();
                 h.update(&data);
                 if protocol::base64_encode(&h.finish()) != b64 {
-                    return Err(Error::status(
+                    return Err(Error::from_status(
                         http::StatusCode::from_u16(460).unwrap(),
                         b"",
                         None,

@@ -1,37 +1,77 @@
-//! Counting retries per upload: the retry middleware calls [`record_retry`], and whoever
-//! drives an upload wraps it in [`count`] to learn how many retries it took. The count
-//! lives in a tokio task-local, so middleware and driver need no parameter between them.
+//! Counting retries per upload: the driver puts a [`RetryCounter`] in the extensions of
+//! every request of an upload, and the retry middleware adds to it
+//! ([`RetryCounter::record`]). Being a request extension, it travels with the request
+//! through any layer, `tower::buffer::Buffer`'s worker task included.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::Request;
+
+/// The retries of one upload, shared by its requests (a request extension).
+#[derive(Clone, Debug, Default)]
+pub struct RetryCounter(Arc<AtomicU32>);
+
+impl RetryCounter {
+    /// A counter at 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Note one retry of `req`, if its upload is counted.
+    pub fn record(req: &Request) {
+        if let Some(c) = req.extensions().get::<RetryCounter>() {
+            c.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The retries so far.
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The counter of the upload driven in this task, if [`count`] runs it.
+    pub fn current() -> Option<RetryCounter> {
+        CURRENT.try_with(RetryCounter::clone).ok()
+    }
+}
+
 tokio::task_local! {
-    static RETRIES: Arc<AtomicU32>;
+    static CURRENT: RetryCounter;
 }
 
-/// Note one retry, if someone is counting.
-pub fn record_retry() {
-    let _ = RETRIES.try_with(|c| c.fetch_add(1, Ordering::Relaxed));
-}
-
-/// Run `fut`, and return its output with the number of retries recorded while it ran.
+/// Run `fut` (an upload's driver) with a fresh [`RetryCounter`] that the client puts
+/// in every request the driver makes, and return its output with the count.
 pub async fn count<F: Future>(fut: F) -> (F::Output, u32) {
-    let counter = Arc::new(AtomicU32::new(0));
-    let out = RETRIES.scope(Arc::clone(&counter), fut).await;
-    (out, counter.load(Ordering::Relaxed))
+    let counter = RetryCounter::new();
+    let out = CURRENT.scope(counter.clone(), fut).await;
+    (out, counter.get())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[tokio::test]
-    async fn counts_within_the_scope_only() {
-        super::record_retry();
-        let ((), n) = super::count(async {
-            super::record_retry();
-            super::record_retry();
+    async fn counts_the_requests_that_carry_it() {
+        let ((), n) = count(async {
+            let c = RetryCounter::current().expect("in scope");
+            let req = http::Request::builder()
+                .extension(c)
+                .body(crate::Body::empty())
+                .unwrap();
+            // Recorded in another task, as a Buffer's worker would.
+            tokio::spawn(async move {
+                RetryCounter::record(&req);
+                RetryCounter::record(&req);
+            })
+            .await
+            .unwrap();
         })
         .await;
         assert_eq!(n, 2);
+        assert!(RetryCounter::current().is_none());
+        RetryCounter::record(&http::Request::new(crate::Body::empty()));
     }
 }

@@ -88,10 +88,12 @@ impl Error {
         e
     }
 
+    // Constructors, for plugin authors: one per kind, then the annotations.
+
     /// A non-success status from the server, keeping an excerpt of its answer.
     ///
     /// `body` is cut to [`BODY_EXCERPT_LEN`] bytes and control characters are dropped.
-    pub fn status(status: StatusCode, body: &[u8], tus_version: Option<String>) -> Self {
+    pub fn from_status(status: StatusCode, body: &[u8], tus_version: Option<String>) -> Self {
         Error::new(Kind::Status {
             status,
             body: excerpt(body),
@@ -106,14 +108,6 @@ impl Error {
             *retry_after = Some(after);
         }
         self
-    }
-
-    /// How long the server asked to wait before trying again (`Retry-After`).
-    pub fn retry_after(&self) -> Option<Duration> {
-        match &self.inner.kind {
-            Kind::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        }
     }
 
     /// A missing or malformed header, or another break of the protocol by the server.
@@ -212,18 +206,20 @@ impl Error {
         Arc::get_mut(&mut self.inner).expect("unique")
     }
 
-    /// The status the server answered, for a status error.
-    pub fn status_code(&self) -> Option<StatusCode> {
+    /// The status the server answered, for a status error (as `reqwest::Error::status`).
+    pub fn status(&self) -> Option<StatusCode> {
         match &self.inner.kind {
             Kind::Status { status, .. } => Some(*status),
             _ => None,
         }
     }
 
-    /// The status the server answered, for a status error (alias of
-    /// [`Error::status_code`], in the manner of `reqwest::Error::status`).
-    pub fn http_status(&self) -> Option<StatusCode> {
-        self.status_code()
+    /// How long the server asked to wait before trying again (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match &self.inner.kind {
+            Kind::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 
     /// The operation that failed, when known.
@@ -287,17 +283,17 @@ impl Error {
 
     /// True for a checksum mismatch (460, or 417 which some servers send instead).
     pub fn is_checksum_mismatch(&self) -> bool {
-        matches!(self.status_code().map(|s| s.as_u16()), Some(460 | 417))
+        matches!(self.status().map(|s| s.as_u16()), Some(460 | 417))
     }
 
     /// True when the upload is locked by another request (423).
     pub fn is_locked(&self) -> bool {
-        self.status_code() == Some(StatusCode::LOCKED)
+        self.status() == Some(StatusCode::LOCKED)
     }
 
     /// True when the server does not speak our tus version (412).
     pub fn is_version_unsupported(&self) -> bool {
-        self.status_code() == Some(StatusCode::PRECONDITION_FAILED)
+        self.status() == Some(StatusCode::PRECONDITION_FAILED)
     }
 
     /// True for a timeout (stall or connect).
@@ -556,17 +552,20 @@ mod tests {
 
     #[test]
     fn predicates_follow_status_and_operation() {
-        let e = Error::status(StatusCode::NOT_FOUND, b"", None).with_operation(Operation::Offset);
+        let e =
+            Error::from_status(StatusCode::NOT_FOUND, b"", None).with_operation(Operation::Offset);
         assert!(e.is_gone() && !e.is_retryable());
-        let e = Error::status(StatusCode::FORBIDDEN, b"", None).with_operation(Operation::Offset);
+        let e =
+            Error::from_status(StatusCode::FORBIDDEN, b"", None).with_operation(Operation::Offset);
         assert!(e.is_gone());
-        let e = Error::status(StatusCode::FORBIDDEN, b"", None).with_operation(Operation::Append);
+        let e =
+            Error::from_status(StatusCode::FORBIDDEN, b"", None).with_operation(Operation::Append);
         assert!(!e.is_gone() && !e.is_retryable());
-        let e = Error::status(StatusCode::SERVICE_UNAVAILABLE, b"", None);
+        let e = Error::from_status(StatusCode::SERVICE_UNAVAILABLE, b"", None);
         assert!(e.is_retryable() && !e.is_gone());
-        let e = Error::status(StatusCode::CONFLICT, b"", None);
+        let e = Error::from_status(StatusCode::CONFLICT, b"", None);
         assert!(e.is_offset_mismatch() && e.is_retryable());
-        let e = Error::status(StatusCode::from_u16(460).unwrap(), b"", None);
+        let e = Error::from_status(StatusCode::from_u16(460).unwrap(), b"", None);
         assert!(e.is_checksum_mismatch() && e.is_retryable());
         assert!(Error::timeout("stall").is_timeout());
         assert!(Error::offset_mismatch(10, 5).is_offset_mismatch());
@@ -574,7 +573,7 @@ mod tests {
 
     #[test]
     fn message_names_status_version_and_body_excerpt() {
-        let e = Error::status(StatusCode::PRECONDITION_FAILED, b"", Some("0.2.2".into()))
+        let e = Error::from_status(StatusCode::PRECONDITION_FAILED, b"", Some("0.2.2".into()))
             .with_operation(Operation::Create)
             .with_url("http://h/files/");
         let msg = e.to_string();
@@ -582,9 +581,9 @@ mod tests {
         assert!(msg.starts_with("create http://h/files/: "), "{msg}");
 
         let long = vec![b'x'; 4000];
-        let e = Error::status(StatusCode::INTERNAL_SERVER_ERROR, &long, None);
+        let e = Error::from_status(StatusCode::INTERNAL_SERVER_ERROR, &long, None);
         assert_eq!(e.response_body().unwrap().len(), BODY_EXCERPT_LEN + 3);
-        let e = Error::status(StatusCode::BAD_REQUEST, b"bad\r\nthing\x1b[31m", None);
+        let e = Error::from_status(StatusCode::BAD_REQUEST, b"bad\r\nthing\x1b[31m", None);
         assert_eq!(e.response_body(), Some("bad  thing [31m"));
     }
 

@@ -9,8 +9,12 @@
 //! - [`Error`]: one opaque error type with predicates.
 //! - [`TusService`]: the innermost tower service, over one pooled `reqwest::Client`.
 //! - [`store`]: [`UrlStore`] and [`Fingerprinter`], to resume across restarts.
+//! - [`middleware`]: the [`Middleware`](middleware::Middleware) trait every built-in
+//!   layer is written as, and the tower contract it keeps (readiness, errors as
+//!   responses).
 //! - [`plugin`]: the [`Plugin`] trait, [`Registry`], and the type-erased [`Stack`] and
-//!   [`BoxLayer`] that middleware is built as.
+//!   [`BoxLayer`] that middleware is built as; the request extensions the client sends
+//!   to plugins ([`Endpoint`], [`KnownCapabilities`], [`attempts::RetryCounter`]).
 //!
 //! A stack speaks `http::Request<Body>` in and `http::Response<Bytes>` out, with
 //! [`Error`] as its error, so tower and tower-http layers compose with it unchanged.
@@ -19,6 +23,7 @@ pub mod attempts;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod middleware;
 pub mod operation;
 pub mod plugin;
 pub mod protocol;
@@ -28,7 +33,7 @@ pub mod store;
 pub use body::{Body, FileSource, RandomAccess};
 pub use error::{BoxError, Error, Result};
 pub use operation::Operation;
-pub use plugin::{BoxLayer, Endpoint, Plugin, PluginConfig, Registry, Stack};
+pub use plugin::{BoxLayer, Endpoint, KnownCapabilities, Plugin, PluginConfig, Registry, Stack};
 pub use protocol::{Capabilities, Metadata};
 /// The URL type of requests and records (`reqwest::Url`, that is `url::Url`).
 pub use reqwest::Url;

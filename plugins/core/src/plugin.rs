@@ -10,28 +10,31 @@ use std::sync::Arc;
 
 use figment::Figment;
 use serde::de::DeserializeOwned;
-use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceExt};
+use tower::util::{BoxCloneSyncService, BoxCloneSyncServiceLayer};
+use tower::{Layer, Service};
 
+use crate::middleware::BoundaryLayer;
 use crate::{BoxError, Error, Request, Response, Result};
 
 /// A type-erased stack: what every layer wraps and returns.
 pub type Stack = BoxCloneSyncService<Request, Response, Error>;
 
-/// A type-erased layer over a [`Stack`]; what a [`Plugin`] builds.
+/// A type-erased layer over a [`Stack`]; what a [`Plugin`] builds. It is tower's
+/// [`BoxCloneSyncServiceLayer`] with a name, and with the layer boundary: the service
+/// the layer builds may answer any error type that converts into a [`BoxError`], and a
+/// non-2xx *response* from it (tower-http's `TimeoutLayer` answers 408) becomes an
+/// [`Error`] too ([`error_for_status`]), so the layers around it see one kind of
+/// failure and retry it like any other.
+///
+/// [`error_for_status`]: crate::service::error_for_status
 #[derive(Clone)]
 pub struct BoxLayer {
     name: Arc<str>,
-    f: Arc<dyn Fn(Stack) -> Stack + Send + Sync>,
+    layer: BoxCloneSyncServiceLayer<Stack, Request, Response, Error>,
 }
 
 impl BoxLayer {
-    /// Erase `layer`. Its service may have any error type that converts into a
-    /// [`BoxError`]; tusflow errors pass through unchanged, and a non-2xx response
-    /// from the layer becomes an [`Error`] too ([`error_for_status`]), so the layers
-    /// around it see one kind of failure.
-    ///
-    /// [`error_for_status`]: crate::service::error_for_status
+    /// Erase `layer` under `name` (shown by `Debug` and in the registry).
     pub fn new<L>(name: impl Into<Arc<str>>, layer: L) -> Self
     where
         L: Layer<Stack> + Send + Sync + 'static,
@@ -41,15 +44,10 @@ impl BoxLayer {
     {
         BoxLayer {
             name: name.into(),
-            f: Arc::new(move |inner| {
-                BoxCloneSyncService::new(
-                    layer
-                        .layer(inner)
-                        .map_err(|e: <L::Service as Service<Request>>::Error| {
-                            Error::from(e.into())
-                        }),
-                )
-            }),
+            layer: BoxCloneSyncServiceLayer::new(tower::layer::util::Stack::new(
+                layer,
+                BoundaryLayer,
+            )),
         }
     }
 
@@ -62,7 +60,7 @@ impl BoxLayer {
 impl Layer<Stack> for BoxLayer {
     type Service = Stack;
     fn layer(&self, inner: Stack) -> Stack {
-        (self.f)(inner)
+        self.layer.layer(inner)
     }
 }
 
@@ -77,6 +75,11 @@ impl fmt::Debug for BoxLayer {
 /// endpoint for its capabilities.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint(pub reqwest::Url);
+
+/// The endpoint's capabilities as the client learned them from `OPTIONS`, put in every
+/// request's extensions once known, so middleware need not ask the server again.
+#[derive(Clone, Debug)]
+pub struct KnownCapabilities(pub Arc<crate::Capabilities>);
 
 /// A plugin's configuration section, with where it came from for error messages.
 #[derive(Clone)]

@@ -424,7 +424,7 @@ pub fn error_for_status(resp: Response<Bytes>) -> Result<Response<Bytes>> {
         .flatten()
         .map(|v| v.join(", "))
         .filter(|v| !v.is_empty());
-    let mut err = Error::status(status, resp.body(), tus_version);
+    let mut err = Error::from_status(status, resp.body(), tus_version);
     if let Some(after) = protocol::retry_after(resp.headers(), std::time::SystemTime::now()) {
         err = err.with_retry_after(after);
     }
@@ -544,7 +544,7 @@ mod tests {
         let err = svc.oneshot(req).await.unwrap_err();
         h.join().unwrap();
         assert_eq!(
-            err.status_code(),
+            err.status(),
             Some(http::StatusCode::TEMPORARY_REDIRECT),
             "{err:?}"
         );
@@ -563,10 +563,7 @@ mod tests {
             .await
             .unwrap_err();
         h.join().unwrap();
-        assert_eq!(
-            err.status_code(),
-            Some(http::StatusCode::INTERNAL_SERVER_ERROR)
-        );
+        assert_eq!(err.status(), Some(http::StatusCode::INTERNAL_SERVER_ERROR));
         assert!(err.is_retryable() && !err.is_gone());
         // HEAD answers have no body, whatever Content-Length says.
         assert_eq!(err.response_body(), Some(""));

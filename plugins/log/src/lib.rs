@@ -19,17 +19,17 @@
 mod config;
 
 use std::collections::hash_map::RandomState;
-use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
 use http::HeaderValue;
 use http::header::HeaderName;
-use tower::{Layer, Service, ServiceExt};
+use tower::Layer;
 use tracing::{Instrument, Level};
+use tusflow_core::middleware::{Layered, Middleware, Next};
 use tusflow_core::protocol;
-use tusflow_core::{Operation, Request, Response, Result, Stack};
+use tusflow_core::service::ResponseFuture;
+use tusflow_core::{Operation, Request};
 
 pub use config::{LogConfig, LogPlugin};
 
@@ -82,27 +82,12 @@ impl LogLayer {
 impl<S> Layer<S> for LogLayer {
     type Service = Log<S>;
     fn layer(&self, inner: S) -> Log<S> {
-        Log {
-            inner,
-            layer: self.clone(),
-        }
+        Layered::new(self.clone(), inner)
     }
 }
 
 /// The log service; see the [crate docs](crate).
-#[derive(Clone)]
-pub struct Log<S> {
-    inner: S,
-    layer: LogLayer,
-}
-
-impl<S> fmt::Debug for Log<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Log")
-            .field("layer", &self.layer)
-            .finish_non_exhaustive()
-    }
-}
+pub type Log<S> = Layered<LogLayer, S>;
 
 /// A fresh request id: 16 hex digits, unique per process and random across processes.
 pub fn new_request_id() -> String {
@@ -145,26 +130,9 @@ macro_rules! event_at {
     };
 }
 
-impl<S> Service<Request> for Log<S>
-where
-    S: Service<Request, Response = Response, Error = tusflow_core::Error>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = tusflow_core::Error;
-    type Future = tusflow_core::service::ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        let inner = Stack::new(self.inner.clone());
-        let layer = self.layer.clone();
+impl Middleware for LogLayer {
+    fn call(&self, mut next: Next, mut req: Request) -> ResponseFuture {
+        let layer = self.clone();
         let op = req
             .extensions()
             .get::<Operation>()
@@ -200,7 +168,7 @@ where
         Box::pin(
             async move {
                 let started = tokio::time::Instant::now();
-                let result = inner.oneshot(req).await;
+                let result = next.call(req).await;
                 let elapsed_ms = started.elapsed().as_millis() as u64;
                 match &result {
                     Ok(resp) => {
@@ -209,10 +177,10 @@ where
                         event_at!(layer.level, status, new_offset, elapsed_ms, "answered");
                     }
                     Err(e) => {
-                        let status = e.status_code().map(|s| s.as_u16());
+                        let status = e.status().map(|s| s.as_u16());
                         // Retries, and 413s (the driver halves the chunk size), go on.
                         let recoverable = e.is_retryable()
-                            || e.status_code() == Some(http::StatusCode::PAYLOAD_TOO_LARGE);
+                            || e.status() == Some(http::StatusCode::PAYLOAD_TOO_LARGE);
                         if recoverable {
                             tracing::warn!(status, elapsed_ms, error = %e, "failed");
                         } else {

@@ -2,7 +2,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tusflow_core::{Body, Error};
+use tower::ServiceExt;
+use tusflow_core::{Body, Error, Response, Stack};
 
 use super::*;
 
@@ -86,7 +87,11 @@ fn spans_carry_operation_url_offset_and_outcome_without_secrets() {
 #[test]
 fn errors_are_logged_with_their_status() {
     let inner = Stack::new(tower::service_fn(|_req: Request| async {
-        Err::<Response, _>(Error::status(http::StatusCode::FORBIDDEN, b"nope", None))
+        Err::<Response, _>(Error::from_status(
+            http::StatusCode::FORBIDDEN,
+            b"nope",
+            None,
+        ))
     }));
     let svc = LogLayer::new().layer(inner);
     let req = http::Request::post("http://h/files/")

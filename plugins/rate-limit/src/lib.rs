@@ -29,9 +29,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::Frame;
 use tokio::time::{Instant, Sleep};
-use tower::{Layer, Service, ServiceExt};
+use tower::Layer;
 use tusflow_core::body::{BodyWrap, BoxBody};
-use tusflow_core::{Error, Request, Response, Result, Stack};
+use tusflow_core::middleware::{Layered, Middleware, Next};
+use tusflow_core::service::ResponseFuture;
+use tusflow_core::{Error, Request, Result};
 
 pub use config::{RateLimitConfig, RateLimitPlugin};
 
@@ -68,7 +70,8 @@ impl Bucket {
         if self.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
+            // A rate so small that the wait does not fit a Duration waits "forever".
+            Duration::try_from_secs_f64(-self.tokens / self.rate).unwrap_or(Duration::MAX)
         }
     }
 }
@@ -126,27 +129,12 @@ impl RateLimitLayer {
 impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
     fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit {
-            inner,
-            layer: self.clone(),
-        }
+        Layered::new(self.clone(), inner)
     }
 }
 
 /// The rate-limit service; see the [crate docs](crate).
-#[derive(Clone)]
-pub struct RateLimit<S> {
-    inner: S,
-    layer: RateLimitLayer,
-}
-
-impl<S> fmt::Debug for RateLimit<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RateLimit")
-            .field("layer", &self.layer)
-            .finish_non_exhaustive()
-    }
-}
+pub type RateLimit<S> = Layered<RateLimitLayer, S>;
 
 /// Paces a body through a shared bucket.
 struct Throttle(Arc<Mutex<Bucket>>);
@@ -228,22 +216,9 @@ impl http_body::Body for Throttled {
     }
 }
 
-impl<S> Service<Request> for RateLimit<S>
-where
-    S: Service<Request, Response = Response, Error = Error> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Error;
-    type Future = tusflow_core::service::ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let inner = Stack::new(self.inner.clone());
-        let req = match &self.layer.bytes {
+impl Middleware for RateLimitLayer {
+    fn call(&self, mut next: Next, req: Request) -> ResponseFuture {
+        let req = match &self.bytes {
             Some(bucket) if !req.body().is_empty() => {
                 let (parts, body) = req.into_parts();
                 Request::from_parts(parts, body.wrap(Arc::new(Throttle(Arc::clone(bucket)))))
@@ -251,7 +226,6 @@ where
             _ => req,
         };
         let wait = self
-            .layer
             .requests
             .as_ref()
             .map(|b| b.lock().unwrap_or_else(|p| p.into_inner()).take(1.0));
@@ -259,7 +233,7 @@ where
             if let Some(w) = wait.filter(|w| !w.is_zero()) {
                 tokio::time::sleep(w).await;
             }
-            inner.oneshot(req).await
+            next.call(req).await
         })
     }
 }
@@ -268,7 +242,16 @@ where
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-    use tusflow_core::{Body, Operation};
+    use tower::ServiceExt;
+    use tusflow_core::{Body, Operation, Stack};
+
+    #[test]
+    fn a_tiny_rate_waits_long_and_does_not_panic() {
+        let mut b = Bucket::new(1e-300, 1.0);
+        assert_eq!(b.take(1e10), Duration::MAX);
+        let mut b = Bucket::new(f64::MIN_POSITIVE, 0.0);
+        assert!(b.take(1.0) > Duration::from_secs(1 << 40));
+    }
 
     fn sink() -> Stack {
         Stack::new(tower::service_fn(|req: Request| async move {

@@ -25,7 +25,8 @@ pub struct RetryConfig {
     /// The longest `Retry-After` honoured.
     #[serde(with = "duration")]
     pub max_retry_after: Duration,
-    /// Explicit delays instead of backoff (tus-js-client's `retryDelays`).
+    /// Explicit delays instead of backoff (tus-js-client's `retryDelays`): one try,
+    /// then one more after each delay, then give up; `max_attempts` does not apply.
     #[serde(with = "durations", skip_serializing_if = "Option::is_none")]
     pub delays: Option<Vec<Duration>>,
 }
@@ -52,9 +53,14 @@ impl RetryConfig {
                 "middleware.retry: max_attempts and max_total_attempts must be at least 1",
             ));
         }
+        // A list of delays means what `RetryLayer::with_delays` means: a try after each.
+        let max_attempts = match &self.delays {
+            Some(d) => u32::try_from(d.len()).unwrap_or(u32::MAX).saturating_add(1),
+            None => self.max_attempts,
+        };
         Ok(RetryLayer::from_policy(Backoff {
-            max_attempts: self.max_attempts,
-            max_total_attempts: self.max_total_attempts.max(self.max_attempts),
+            max_attempts,
+            max_total_attempts: self.max_total_attempts.max(max_attempts),
             initial_delay: self.initial_delay,
             max_delay: self.max_delay,
             max_retry_after: self.max_retry_after,
@@ -93,7 +99,18 @@ mod tests {
             "[middleware.retry]\ndelays = [0, \"1s\", 3]\nmax_attempts = 4\n",
         ));
         let c: RetryConfig = PluginConfig::new(f, "middleware.retry").extract().unwrap();
-        assert_eq!(c.delays.unwrap()[1], Duration::from_secs(1));
+        assert_eq!(c.delays.as_ref().unwrap()[1], Duration::from_secs(1));
+        // A list means one try after each delay, as `RetryLayer::with_delays` does.
+        let list = [0, 1000, 3000].map(Duration::from_millis);
+        assert_eq!(
+            c.layer().unwrap().policy().max_attempts,
+            RetryLayer::with_delays(list).policy().max_attempts
+        );
+        let f = Figment::from(Toml::string(
+            "[middleware.retry]\ndelays = [0, \"1s\"]\nmax_attempts = 9\n",
+        ));
+        let c: RetryConfig = PluginConfig::new(f, "middleware.retry").extract().unwrap();
+        assert_eq!(c.layer().unwrap().policy().max_attempts, 3);
         let f = Figment::from(Toml::string("[middleware.retry]\nmax_atempts = 4\n"));
         let e = PluginConfig::new(f, "middleware.retry")
             .extract::<RetryConfig>()

@@ -11,8 +11,9 @@
 //!
 //! Delays grow exponentially with full jitter (or follow an explicit list, like
 //! tus-js-client's `retryDelays`) and honour `Retry-After`. A creation that carried
-//! bytes (creation-with-upload) is tried again without them (answered as
-//! `Upload-Offset: 0`), so the bytes go in appends that can be resumed. The count of tries resets
+//! bytes (creation-with-upload) is tried again without them (the server's answer then
+//! has no `Upload-Offset`, and the driver asks for the offset), so the bytes go in
+//! appends that can be resumed. The count of tries resets
 //! whenever the server's offset moves forward, and a total bound ends any loop.
 //!
 //! # Order
@@ -31,16 +32,17 @@
 mod config;
 mod policy;
 
-use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderValue;
-use tower::{Layer, Service, ServiceExt};
+use tower::Layer;
+use tusflow_core::attempts::RetryCounter;
+use tusflow_core::middleware::{Layered, Middleware, Next};
 use tusflow_core::protocol::{self, header};
-use tusflow_core::{Body, Error, Operation, Request, Response, Result, Stack, clone_parts};
+use tusflow_core::service::ResponseFuture;
+use tusflow_core::{Body, Error, Operation, Request, Response, Result, clone_parts};
 
 pub use config::{RetryConfig, RetryPlugin};
 pub use policy::Backoff;
@@ -116,46 +118,19 @@ impl RetryLayer {
 impl<S> Layer<S> for RetryLayer {
     type Service = Retry<S>;
     fn layer(&self, inner: S) -> Retry<S> {
-        Retry {
-            inner,
-            policy: Arc::clone(&self.policy),
-        }
+        Layered::new(self.clone(), inner)
     }
 }
 
-/// The retry service; see the [crate docs](crate).
-#[derive(Clone)]
-pub struct Retry<S> {
-    inner: S,
-    policy: Arc<Backoff>,
-}
+/// The retry service; see the [crate docs](crate). Its `poll_ready` is the inner
+/// service's: the first try goes to the service made ready, and every later try (and
+/// each `HEAD` to re-sync) waits for the same service to be ready again, so a retry
+/// holds no capacity while it waits out a backoff delay.
+pub type Retry<S> = Layered<RetryLayer, S>;
 
-impl<S> fmt::Debug for Retry<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Retry")
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S> Service<Request> for Retry<S>
-where
-    S: Service<Request, Response = Response, Error = Error> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Error;
-    type Future = tusflow_core::service::ResponseFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<()>> {
-        // Each try clones the inner service and waits for it to be ready then.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let inner = Stack::new(self.inner.clone());
-        let policy = Arc::clone(&self.policy);
-        Box::pin(run(inner, policy, req))
+impl Middleware for RetryLayer {
+    fn call(&self, next: Next, req: Request) -> ResponseFuture {
+        Box::pin(run(next, Arc::clone(&self.policy), req))
     }
 }
 
@@ -185,6 +160,11 @@ impl Template {
         parts.headers.remove(http::header::CONTENT_TYPE);
         parts.headers.remove(http::header::CONTENT_LENGTH);
         Request::from_parts(parts, Body::empty())
+    }
+
+    /// What a retry is counted against.
+    fn counted(&self) -> Request {
+        Request::from_parts(clone_parts(&self.parts), Body::empty())
     }
 
     /// The append again, from `offset` (the window start moves; nothing is re-read).
@@ -234,7 +214,7 @@ struct Attempts<'a> {
 
 impl Attempts<'_> {
     /// After a failed try: wait and return true when another try is allowed.
-    async fn again(&mut self, op: Option<Operation>, err: &Error) -> bool {
+    async fn again(&mut self, op: Option<Operation>, err: &Error, counted: &Request) -> bool {
         if !retryable(op, err)
             || self.streak >= self.policy.max_attempts
             || self.total >= self.policy.max_total_attempts
@@ -250,16 +230,17 @@ impl Attempts<'_> {
             "retrying"
         );
         tokio::time::sleep(delay).await;
-        tusflow_core::attempts::record_retry();
+        RetryCounter::record(counted);
         self.streak += 1;
         self.total += 1;
         true
     }
 }
 
-async fn run(inner: Stack, policy: Arc<Backoff>, req: Request) -> Result<Response> {
+async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Response> {
     let op = req.extensions().get::<Operation>().copied();
     let (template, first) = Template::new(req);
+    let counted = template.counted();
     let mut tries = Attempts {
         policy: &policy,
         streak: 1,
@@ -267,24 +248,18 @@ async fn run(inner: Stack, policy: Arc<Backoff>, req: Request) -> Result<Respons
     };
     if op != Some(Operation::Append) {
         let mut req = first;
-        let mut bare = false;
         loop {
-            match inner.clone().oneshot(req).await {
-                Ok(mut r) if bare => {
-                    r.headers_mut()
-                        .entry(header::UPLOAD_OFFSET)
-                        .or_insert(HeaderValue::from_static("0"));
-                    return Ok(r);
-                }
+            match inner.call(req).await {
                 Ok(r) => return Ok(r),
-                Err(e) if tries.again(op, &e).await => {
+                Err(e) if tries.again(op, &e, &counted).await => {
                     req = template.request();
                     // A creation that carried bytes (creation-with-upload) is tried
                     // again without them: an upload that can be resumed is worth
                     // more than one round trip, and a connection that cannot carry
-                    // the first chunk would fail the creation on every try.
+                    // the first chunk would fail the creation on every try. The
+                    // answer then has no Upload-Offset, which the driver reads as
+                    // "none of the bytes were taken" by asking the offset.
                     if op == Some(Operation::Create) && !req.body().is_empty() {
-                        bare = true;
                         req = template.without_body();
                     }
                 }
@@ -303,21 +278,21 @@ async fn run(inner: Stack, policy: Arc<Backoff>, req: Request) -> Result<Respons
     let mut from = start;
     let mut req = first;
     loop {
-        let err = match inner.clone().oneshot(req).await {
+        let err = match inner.call(req).await {
             Ok(r) => return Ok(r),
             Err(e) => e,
         };
-        if !tries.again(op, &err).await {
+        if !tries.again(op, &err, &counted).await {
             return Err(err);
         }
         // Where is the server now? Ask until it answers, within the same budget.
         let (offset, length_known) = loop {
-            match inner.clone().oneshot(template.offset_request()).await {
+            match inner.call(template.offset_request()).await {
                 Ok(resp) => {
                     let known = resp.headers().contains_key(header::UPLOAD_LENGTH);
                     break (protocol::upload_offset(resp.headers())?, known);
                 }
-                Err(e) if tries.again(Some(Operation::Offset), &e).await => {}
+                Err(e) if tries.again(Some(Operation::Offset), &e, &counted).await => {}
                 Err(e) => return Err(e),
             }
         };

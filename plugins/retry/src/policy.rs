@@ -19,7 +19,9 @@ pub struct Backoff {
     pub max_delay: Duration,
     /// The longest `Retry-After` honoured.
     pub max_retry_after: Duration,
-    /// Explicit delays instead of backoff; the last one repeats.
+    /// Explicit delays instead of backoff; the last one repeats if `max_attempts`
+    /// allows more tries than the list has delays ([`crate::RetryLayer::with_delays`] and
+    /// the config's `delays` allow one try per delay, then give up).
     pub delays: Option<Vec<Duration>>,
 }
 
@@ -41,7 +43,9 @@ impl Backoff {
     /// server's `Retry-After`.
     pub fn delay(&self, streak: u32, retry_after: Option<Duration>) -> Duration {
         let base = match &self.delays {
-            Some(list) if !list.is_empty() => list[(streak as usize - 1).min(list.len() - 1)],
+            Some(list) if !list.is_empty() => {
+                list[(streak.saturating_sub(1) as usize).min(list.len() - 1)]
+            }
             Some(_) => Duration::ZERO,
             None => {
                 let exp = 2u32.saturating_pow(streak.saturating_sub(1).min(30));

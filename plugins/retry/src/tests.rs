@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 use tower::ServiceExt;
-use tusflow_core::{Body, Error, Operation, Request, Response};
+use tusflow_core::{Body, Error, Operation, Request, Response, Stack};
 
 use super::*;
 
@@ -47,8 +47,10 @@ fn server(up: Arc<Mutex<Upload>>) -> Stack {
             };
             match (op, fault) {
                 (_, Some(Fault::Status(s))) => {
-                    Err(Error::status(StatusCode::from_u16(s).unwrap(), b"", None)
-                        .with_operation(op))
+                    Err(
+                        Error::from_status(StatusCode::from_u16(s).unwrap(), b"", None)
+                            .with_operation(op),
+                    )
                 }
                 (Operation::Offset, _) => {
                     let mut r = resp(u.data.len() as u64);
@@ -59,7 +61,7 @@ fn server(up: Arc<Mutex<Upload>>) -> Stack {
                 }
                 (Operation::Append, f) => {
                     if offset != u.data.len() as u64 {
-                        return Err(Error::status(StatusCode::CONFLICT, b"", None));
+                        return Err(Error::from_status(StatusCode::CONFLICT, b"", None));
                     }
                     u.length = u.length.or(declared);
                     let keep = match f {
@@ -69,7 +71,7 @@ fn server(up: Arc<Mutex<Upload>>) -> Stack {
                     u.data.extend_from_slice(&body[..keep]);
                     match f {
                         Some(Fault::Cut(_)) => {
-                            Err(Error::status(StatusCode::BAD_GATEWAY, b"", None))
+                            Err(Error::from_status(StatusCode::BAD_GATEWAY, b"", None))
                         }
                         _ => Ok(resp(u.data.len() as u64)),
                     }
@@ -152,7 +154,7 @@ async fn status_503_three_times_then_success_and_403_at_once() {
     }));
     let svc = fast().layer(server(Arc::clone(&up)));
     let err = svc.oneshot(append(0, DATA)).await.unwrap_err();
-    assert_eq!(err.status_code(), Some(StatusCode::FORBIDDEN));
+    assert_eq!(err.status(), Some(StatusCode::FORBIDDEN));
     assert_eq!(up.lock().unwrap().calls.len(), 1);
 }
 
@@ -168,7 +170,7 @@ async fn gives_up_after_max_attempts_without_progress() {
         .body(Body::empty())
         .unwrap();
     let err = svc.oneshot(req).await.unwrap_err();
-    assert_eq!(err.status_code(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+    assert_eq!(err.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
     assert_eq!(up.lock().unwrap().calls.len(), 3);
 }
 
