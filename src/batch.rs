@@ -1,13 +1,17 @@
 //! The batch engine: many files over one client and connection pool, a bounded number
-//! at a time, each resumable; `tusflow upload` and `tusflow batch` both run it.
+//! at a time, each resumable; the `tusflow` CLI's `upload` and `batch` run it.
+//!
+//! Jobs come from an iterator that is read on a blocking thread as the batch goes (a
+//! directory walk, a file list), and at most `concurrency` uploads are in flight: memory
+//! stays flat however many files a batch has. Each file's [`FileReport`] goes to the
+//! caller as the file ends; only the totals ([`Summary`]) stay.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
 use crate::{Client, Error, Metadata, Result};
 
@@ -20,113 +24,9 @@ pub struct Job {
     pub relpath: String,
 }
 
-fn has_glob(s: &str) -> bool {
-    s.contains(['*', '?', '['])
-}
-
-/// The directory part of a glob before its first wildcard.
-fn glob_base(pattern: &str) -> PathBuf {
-    let mut base = PathBuf::new();
-    for part in Path::new(pattern).components() {
-        if has_glob(&part.as_os_str().to_string_lossy()) {
-            break;
-        }
-        base.push(part);
-    }
-    base
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(Some(dir), e))?;
-    for e in entries {
-        let e = e.map_err(|e| Error::io(Some(dir), e))?;
-        let p = e.path();
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if p.is_file() {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
-fn rel(path: &Path, base: &Path) -> String {
-    path.strip_prefix(base)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// Expand files, directories (recursively) and globs, leave out what matches an
-/// `exclude` glob (a relative glob against the path relative to what named the file,
-/// an absolute one against the full path), sort and de-duplicate. A
-/// name that matches nothing is an error naming it.
-pub fn expand(patterns: &[String], exclude: &[String]) -> Result<Vec<Job>> {
-    let excludes = exclude
-        .iter()
-        .map(|e| {
-            glob::Pattern::new(e)
-                .map_err(|err| Error::config(format!("invalid exclude glob {e:?}: {err}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut jobs = BTreeMap::new();
-    for p in patterns {
-        let mut found = Vec::new();
-        if has_glob(p) {
-            let base = glob_base(p);
-            let paths =
-                glob::glob(p).map_err(|e| Error::config(format!("invalid glob {p:?}: {e}")))?;
-            for entry in paths {
-                let path = entry
-                    .map_err(|e| Error::io(Some(e.path()), std::io::Error::other(e.to_string())))?;
-                if path.is_dir() {
-                    let mut inner = Vec::new();
-                    walk(&path, &mut inner)?;
-                    found.extend(inner.into_iter().map(|f| (rel(&f, &base), f)));
-                } else if path.is_file() {
-                    found.push((rel(&path, &base), path));
-                }
-            }
-        } else {
-            let path = PathBuf::from(p);
-            if path.is_dir() {
-                let mut inner = Vec::new();
-                walk(&path, &mut inner)?;
-                found.extend(inner.into_iter().map(|f| (rel(&f, &path), f)));
-            } else if path.is_file() {
-                let name = path
-                    .file_name()
-                    .map_or_else(|| p.clone(), |n| n.to_string_lossy().into_owned());
-                found.push((name, path));
-            } else {
-                return Err(Error::io(
-                    Some(&path),
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
-                ));
-            }
-        }
-        if found.is_empty() && has_glob(p) {
-            tracing::warn!(pattern = %p, "matches no file");
-        }
-        for (relpath, path) in found {
-            let excluded = excludes.iter().any(|x| {
-                if x.as_str().starts_with('/') {
-                    x.matches_path(&path)
-                } else {
-                    x.matches(&relpath)
-                }
-            });
-            if excluded {
-                continue;
-            }
-            jobs.entry(path.clone()).or_insert(Job { path, relpath });
-        }
-    }
-    Ok(jobs.into_values().collect())
-}
-
 /// How a batch runs.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct Options {
     /// Files at once (at least 1).
     pub concurrency: usize,
@@ -150,6 +50,7 @@ pub struct Options {
 
 /// What became of one file.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct FileReport {
     /// The file.
     pub path: String,
@@ -171,6 +72,25 @@ pub struct FileReport {
     pub seconds: f64,
     /// What went wrong.
     pub error: Option<String>,
+}
+
+impl FileReport {
+    /// A file that failed before its upload could start (it could not be listed or
+    /// read), with the reason.
+    pub fn failed(path: impl Into<String>, error: impl std::fmt::Display) -> Self {
+        FileReport {
+            path: path.into(),
+            url: None,
+            size: None,
+            offset: None,
+            status: "failed",
+            resumed: false,
+            attempts: 0,
+            complete: false,
+            seconds: 0.0,
+            error: Some(error.to_string()),
+        }
+    }
 }
 
 /// Expand `{filename}`, `{relpath}` and `{size}` in metadata templates.
@@ -260,87 +180,141 @@ async fn one(client: &Client, job: &Job, opts: &Options, on_start: Option<&OnSta
     report
 }
 
-/// Upload `jobs`, `opts.concurrency` at a time; `on_done` hears of each file as it
-/// ends. Returns the reports in the order of `jobs` (files not started when `stop`
-/// resolved are left out).
-pub async fn run(
-    client: &Client,
-    jobs: Vec<Job>,
-    opts: &Options,
-    on_start: Option<OnStart>,
-    on_done: impl Fn(&FileReport) + Send + Sync + 'static,
-    stop: impl std::future::Future<Output = ()>,
-) -> (Vec<FileReport>, bool) {
-    let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
-    let on_done = Arc::new(on_done);
-    let opts = Arc::new(opts.clone());
-    let mut set = tokio::task::JoinSet::new();
-    for (i, job) in jobs.into_iter().enumerate() {
-        let (client, permits, on_done, opts) = (
-            client.clone(),
-            Arc::clone(&permits),
-            Arc::clone(&on_done),
-            Arc::clone(&opts),
-        );
-        let on_start = on_start.clone();
-        set.spawn(async move {
-            let _permit = permits.acquire_owned().await.expect("never closed");
-            let r = one(&client, &job, &opts, on_start.as_ref()).await;
-            on_done(&r);
-            (i, r)
-        });
-    }
-    let mut out = Vec::new();
-    tokio::pin!(stop);
-    let interrupted = loop {
-        tokio::select! {
-            next = set.join_next() => match next {
-                Some(Ok(r)) => out.push(r),
-                Some(Err(e)) => tracing::error!(error = %e, "an upload task failed"),
-                None => break false,
-            },
-            _ = &mut stop => {
-                set.abort_all();
-                while set.join_next().await.is_some() {}
-                break true;
-            }
-        }
-    };
-    out.sort_by_key(|(i, _)| *i);
-    (out.into_iter().map(|(_, r)| r).collect(), interrupted)
+/// The totals of a batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Files that ended (any status).
+    pub files: u64,
+    /// Uploaded to the end.
+    pub complete: u64,
+    /// Already complete in the store.
+    pub skipped: u64,
+    /// Stopped early (`stop_at`).
+    pub partial: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Continued from a stored or given upload.
+    pub resumed: u64,
+    /// Bytes of the files uploaded to the end.
+    pub bytes: u64,
+    /// Files not started because the batch was stopped.
+    pub not_started: u64,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expand_dirs_globs_and_excludes() {
-        let d = tempfile::tempdir().unwrap();
-        for f in ["a/1.txt", "a/b/2.txt", "a/b/3.log", "a/tmp/4.txt", "c.txt"] {
-            let p = d.path().join(f);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, f).unwrap();
+impl Summary {
+    /// Count one file's outcome.
+    pub fn add(&mut self, r: &FileReport) {
+        self.files += 1;
+        match r.status {
+            "complete" => {
+                self.complete += 1;
+                self.bytes += r.size.unwrap_or(0);
+            }
+            "skipped" => self.skipped += 1,
+            "partial" => self.partial += 1,
+            _ => self.failed += 1,
         }
-        let root = d.path().to_string_lossy().into_owned();
-        let jobs = expand(
-            &[format!("{root}/a"), format!("{root}/c.txt")],
-            &["tmp/**".into()],
-        )
-        .unwrap();
-        let rels: Vec<&str> = jobs.iter().map(|j| j.relpath.as_str()).collect();
-        assert_eq!(rels, ["1.txt", "b/2.txt", "b/3.log", "c.txt"]);
-        let jobs = expand(&[format!("{root}/a/**/*.txt")], &["**/tmp/**".into()]).unwrap();
-        let rels: Vec<&str> = jobs.iter().map(|j| j.relpath.as_str()).collect();
-        assert_eq!(rels, ["1.txt", "b/2.txt"]);
-        let e = expand(&[format!("{root}/nope")], &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("nope"), "{e}");
-        let job = &jobs[1];
-        assert_eq!(
-            render_template("{relpath} ({size}) {filename}", job, 7),
-            "b/2.txt (7) 2.txt"
-        );
+        if r.resumed {
+            self.resumed += 1;
+        }
     }
+}
+
+/// How many jobs the reading thread keeps ready per upload slot.
+const READ_AHEAD: usize = 2;
+
+/// Upload `jobs`, `opts.concurrency` at a time, reading `jobs` on a blocking thread as
+/// the batch goes; `on_done` hears of each file as it ends (a task that panicked is a
+/// failed file with an internal error). Returns the totals, and whether `stop`
+/// resolved first: then the uploads in flight are aborted (resumable), and the jobs
+/// not started are counted in [`Summary::not_started`].
+pub async fn run<I>(
+    client: &Client,
+    jobs: I,
+    opts: &Options,
+    on_start: Option<OnStart>,
+    mut on_done: impl FnMut(&FileReport),
+    stop: impl std::future::Future<Output = ()>,
+) -> (Summary, bool)
+where
+    I: IntoIterator<Item = Job>,
+    I::IntoIter: Send + 'static,
+{
+    let concurrency = opts.concurrency.max(1);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(concurrency * READ_AHEAD);
+    let iter = jobs.into_iter();
+    // The reader ends when the channel closes (the batch ended or was stopped), and
+    // then counts what it did not hand over.
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut iter = iter;
+        while let Some(job) = iter.next() {
+            if tx.blocking_send(job).is_err() {
+                return 1 + iter.count() as u64;
+            }
+        }
+        0
+    });
+    let opts = Arc::new(opts.clone());
+    let mut set = tokio::task::JoinSet::new();
+    let mut running: BTreeMap<tokio::task::Id, String> = BTreeMap::new();
+    let spawn = |set: &mut tokio::task::JoinSet<FileReport>,
+                 running: &mut BTreeMap<tokio::task::Id, String>,
+                 job: Job| {
+        let (client, opts, on_start) = (client.clone(), Arc::clone(&opts), on_start.clone());
+        let path = job.path.display().to_string();
+        let handle = set.spawn(async move { one(&client, &job, &opts, on_start.as_ref()).await });
+        running.insert(handle.id(), path);
+    };
+    let mut summary = Summary::default();
+    let mut more = true;
+    tokio::pin!(stop);
+    let interrupted = loop {
+        // Fill the free slots with jobs already read.
+        while more && set.len() < concurrency {
+            match rx.try_recv() {
+                Ok(job) => spawn(&mut set, &mut running, job),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => more = false,
+            }
+        }
+        if set.is_empty() && !more {
+            break false;
+        }
+        tokio::select! {
+            next = set.join_next_with_id(), if !set.is_empty() => {
+                let report = match next {
+                    Some(Ok((id, r))) => {
+                        running.remove(&id);
+                        r
+                    }
+                    Some(Err(e)) => {
+                        let path = running.remove(&e.id()).unwrap_or_default();
+                        tracing::error!(path = %path, error = %e, "an upload task failed");
+                        FileReport::failed(path, Error::internal(format!("the upload task failed: {e}")))
+                    }
+                    None => continue,
+                };
+                summary.add(&report);
+                on_done(&report);
+            }
+            j = rx.recv(), if more && set.len() < concurrency => match j {
+                Some(job) => spawn(&mut set, &mut running, job),
+                None => more = false,
+            },
+            _ = &mut stop => break true,
+        }
+    };
+    if interrupted {
+        set.abort_all();
+        while set.join_next().await.is_some() {}
+    }
+    rx.close();
+    let mut buffered = 0;
+    while rx.try_recv().is_ok() {
+        buffered += 1;
+    }
+    let unread = reader.await.unwrap_or(0);
+    summary.not_started += buffered + unread;
+    (summary, interrupted)
 }

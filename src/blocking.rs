@@ -1,8 +1,10 @@
 //! A blocking facade, in the manner of `reqwest::blocking`: for scripts, and for
 //! tuspy users who do not want `async`.
 //!
-//! A [`Client`] owns a small runtime of its own and every call waits for its result.
-//! Build it outside any async runtime (inside one, use [`crate::Client`]).
+//! A [`Client`] owns a small runtime of its own, on a thread of its own (as
+//! `reqwest::blocking` does), and every call waits for its result. Build and call it
+//! outside any async runtime (inside one, use [`crate::Client`]); dropping it anywhere
+//! is fine.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), tusflow::Error> {
@@ -30,7 +32,71 @@ use crate::{Capabilities, ClientBuilder, Error, Metadata, Result, UploadStatus};
 #[derive(Clone)]
 pub struct Client {
     inner: crate::Client,
-    rt: Arc<tokio::runtime::Runtime>,
+    rt: Arc<Worker>,
+}
+
+/// A current-thread runtime driven by a thread of its own; the caller's thread runs
+/// each future with [`tokio::runtime::Handle::block_on`] while the worker drives the
+/// I/O and timers (and the tasks an upload spawns). The runtime is dropped on its own
+/// thread, so the facade may be dropped inside an async context.
+struct Worker {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    fn start() -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("tusflow-blocking".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(rt.handle().clone()));
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|e| Error::invalid(format!("cannot start a runtime thread: {e}")))?;
+        let handle = rx
+            .recv()
+            .map_err(|_| Error::internal("the runtime thread ended at its start"))?
+            .map_err(|e| Error::invalid(format!("cannot start a runtime: {e}")))?;
+        Ok(Worker {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.handle.block_on(f)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // Wait for the thread where waiting is allowed; inside an async context it
+        // ends on its own.
+        if let Some(t) = self.thread.take()
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            let _ = t.join();
+        }
+    }
 }
 
 impl fmt::Debug for Client {
@@ -42,16 +108,13 @@ impl fmt::Debug for Client {
 }
 
 /// Fails when called from within an async runtime, where blocking would stall it.
-fn runtime() -> Result<tokio::runtime::Runtime> {
+fn runtime() -> Result<Worker> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(Error::invalid(
             "tusflow::blocking cannot be used inside an async runtime: use tusflow::Client",
         ));
     }
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::invalid(format!("cannot start a runtime: {e}")))
+    Worker::start()
 }
 
 impl Client {
@@ -112,7 +175,7 @@ impl Client {
 /// A blocking [`crate::Uploader`].
 pub struct Uploader {
     inner: crate::Uploader,
-    rt: Arc<tokio::runtime::Runtime>,
+    rt: Arc<Worker>,
 }
 
 impl fmt::Debug for Uploader {
@@ -191,5 +254,24 @@ impl Uploader {
     /// A handle that aborts the upload from another thread.
     pub fn abort_handle(&self) -> AbortHandle {
         self.inner.abort_handle()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dropped_inside_an_async_context_and_refused_there() {
+        let client = super::Client::new("http://127.0.0.1:9/files/").unwrap();
+        let up = client.uploader(bytes::Bytes::from_static(b"x"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let e = super::Client::new("http://127.0.0.1:9/files/").unwrap_err();
+            assert!(e.to_string().contains("inside an async runtime"), "{e}");
+            drop(up);
+            drop(client);
+        });
     }
 }

@@ -42,7 +42,6 @@ pub use tusflow_core::{
 pub mod batch;
 pub mod blocking;
 pub mod client;
-pub mod config;
 pub mod plugins;
 pub mod size;
 pub mod upload;

@@ -1470,5 +1470,5 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::invalid(format!("a store task failed: {e}")))?
+        .map_err(|e| Error::internal(format!("a store task failed: {e}")))?
 }

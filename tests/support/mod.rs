@@ -12,9 +12,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// The project root.
+/// The project root (the workspace's: these tests run in the library's package and in
+/// the CLI's, `cli/`).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .find(|d| d.join("scripts/install-test-server").exists())
+        .unwrap_or(&here)
+        .to_path_buf()
 }
 
 /// Install the test server once (across threads and test processes).

@@ -32,6 +32,7 @@ impl fmt::Debug for BasicConfig {
 /// `headers`.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct AuthConfig {
     /// A bearer token.
     pub bearer: Option<String>,

@@ -9,6 +9,7 @@ use crate::{Algorithm, ChecksumLayer, DEFAULT_CHUNK_SIZE};
 /// `[middleware.checksum]`; see `config.example.toml`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ChecksumConfig {
     /// Algorithms in order of preference.
     pub algorithms: Vec<String>,

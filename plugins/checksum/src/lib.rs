@@ -304,7 +304,7 @@ impl Prepared {
     async fn get(mut self) -> Result<(Body, HeaderValue)> {
         (&mut self.0)
             .await
-            .map_err(|e| Error::invalid(format!("hashing a chunk failed: {e}")))?
+            .map_err(|e| Error::internal(format!("hashing a chunk failed: {e}")))?
     }
 }
 

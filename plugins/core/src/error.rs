@@ -65,6 +65,8 @@ enum Kind {
     Middleware,
     /// The caller aborted the upload.
     Cancelled { terminated: bool },
+    /// A bug: a task panicked, an invariant broke.
+    Internal { what: String },
 }
 
 /// How many bytes of a server's error answer an [`Error`] keeps.
@@ -171,6 +173,12 @@ impl Error {
                 e
             }
         }
+    }
+
+    /// A bug in tusflow or a plugin (a task that panicked): neither the caller's input
+    /// nor the server's answer. Not retryable.
+    pub fn internal(what: impl Into<String>) -> Self {
+        Error::new(Kind::Internal { what: what.into() })
     }
 
     /// The upload was aborted by its caller; `terminated` when it was also removed from
@@ -319,6 +327,11 @@ impl Error {
         matches!(self.inner.kind, Kind::Io { .. })
     }
 
+    /// True for a bug (a task that panicked), not a problem of input or server.
+    pub fn is_internal(&self) -> bool {
+        matches!(self.inner.kind, Kind::Internal { .. })
+    }
+
     /// True when the caller aborted the upload.
     pub fn is_cancelled(&self) -> bool {
         matches!(self.inner.kind, Kind::Cancelled { .. })
@@ -405,6 +418,7 @@ impl Kind {
             Kind::Cancelled { terminated } => Kind::Cancelled {
                 terminated: *terminated,
             },
+            Kind::Internal { what } => Kind::Internal { what: what.clone() },
         }
     }
 }
@@ -494,6 +508,7 @@ impl fmt::Display for Error {
             Kind::Cancelled { terminated: true } => {
                 f.write_str("upload aborted and terminated on the server")
             }
+            Kind::Internal { what } => write!(f, "internal error (a bug in tusflow): {what}"),
         }
     }
 }

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,6 +17,8 @@ use tokio::time::Instant;
 
 use crate::protocol::{self, header};
 use crate::{Body, Error, Operation, Result};
+
+mod tls;
 
 /// How long connecting may take by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -167,39 +169,19 @@ impl TusServiceBuilder {
     pub fn build(self) -> Result<TusService> {
         let client = match self.client {
             Some(c) => c,
-            None => {
-                install_crypto_provider();
-                let mut b = reqwest::Client::builder()
-                    .connect_timeout(self.connect_timeout)
-                    .tcp_nodelay(true)
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .redirect(same_origin_redirects())
-                    .user_agent(self.user_agent)
-                    .tls_danger_accept_invalid_certs(self.accept_invalid_certs);
-                for pem in &self.root_certificates {
-                    let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-                        Error::invalid(format!("the extra CA certificate is not valid PEM: {e}"))
-                    })?;
-                    if certs.is_empty() {
-                        return Err(Error::invalid(
-                            "the extra CA certificate file holds no certificate",
-                        ));
-                    }
-                    for c in certs {
-                        b = b.add_root_certificate(c);
-                    }
-                }
-                if let Some(pem) = &self.identity {
-                    let id = reqwest::Identity::from_pem(pem).map_err(|_| {
-                        Error::invalid(
-                            "the client certificate is not a PEM with a certificate and a private key",
-                        )
-                    })?;
-                    b = b.identity(id);
-                }
-                b.build()
-                    .map_err(|e| Error::invalid(format!("cannot build the HTTP client: {e}")))?
-            }
+            None => reqwest::Client::builder()
+                .connect_timeout(self.connect_timeout)
+                .tcp_nodelay(true)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .redirect(same_origin_redirects())
+                .user_agent(self.user_agent)
+                .tls_backend_preconfigured(tls::config(
+                    &self.root_certificates,
+                    self.identity.as_deref(),
+                    self.accept_invalid_certs,
+                )?)
+                .build()
+                .map_err(|e| Error::invalid(format!("cannot build the HTTP client: {e}")))?,
         };
         Ok(TusService {
             client,
@@ -226,14 +208,6 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
             attempt.stop()
         }
     })
-}
-
-/// Install ring as the process's rustls provider, unless one is installed already.
-fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 impl TusService {

@@ -22,6 +22,7 @@ pub const EDGE: u64 = 64 * 1024;
 
 /// What the fingerprint covers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Mode {
     /// Size, modification time, first and last 64 KiB.
     #[default]

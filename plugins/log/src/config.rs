@@ -8,6 +8,7 @@ use crate::LogLayer;
 /// `[middleware.log]`; see `config.example.toml`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LogConfig {
     /// The level of the per-request events.
     pub level: String,

@@ -9,6 +9,7 @@ use crate::RateLimitLayer;
 /// `[middleware.rate-limit]`; see `config.example.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RateLimitConfig {
     /// Body bytes per second for all uploads together (`"50 MB"`); 0: no cap.
     #[serde(with = "size")]

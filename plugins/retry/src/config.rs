@@ -11,6 +11,7 @@ use crate::{Backoff, RetryLayer};
 /// `[middleware.retry]`; see `config.example.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RetryConfig {
     /// Tries in a row without progress, the first included.
     pub max_attempts: u32,

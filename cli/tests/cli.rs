@@ -1,5 +1,6 @@
 //! The `tusflow` command against the real tus server: output, exit codes, stored bytes.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::process::{Command, Output};

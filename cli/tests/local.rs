@@ -4,6 +4,7 @@
 //! holds a second complete copy. (A file deleted, truncated or grown during its upload
 //! is in `tests/upload.rs`.)
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::path::Path;

@@ -2,6 +2,7 @@
 //! again after each kill, ends complete and exact; the redb store opens cleanly after
 //! every kill. `CRASH_TEST_KILLS=100` kills more.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::process::{Command, Stdio};

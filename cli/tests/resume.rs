@@ -1,6 +1,7 @@
 //! Resuming across restarts: the URL store and fingerprints against the real server,
 //! including a CLI killed with SIGKILL in the middle of an upload.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::process::{Command, Stdio};

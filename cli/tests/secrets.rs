@@ -2,6 +2,7 @@
 //! (`-vvv`), retries after faults, a failed file, `--json` and the batch report hold
 //! neither the secret values nor the URL's query, while the server gets them.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::process::Command;

@@ -8,6 +8,7 @@
 //! CI runs 40 uploads. `cargo test --test soak -- --ignored` runs 200;
 //! `SOAK_UPLOADS=N` and `SOAK_SEED=N` pick another size and schedule.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::Read;

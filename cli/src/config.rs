@@ -41,61 +41,61 @@ use figment::providers::{Env, Format, Json, Serialized, Toml, Yaml};
 use figment::value::{Dict, Value};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::core::config::{duration, parse_size};
-use crate::core::plugin::{config_error, suggest};
-use crate::{Error, Result};
+use tusflow::core::config::{duration, parse_size};
+use tusflow::core::plugin::{config_error, suggest};
+use tusflow::{Error, Result};
 
 /// The env var prefix.
-pub const ENV_PREFIX: &str = "TUSFLOW_";
+pub(crate) const ENV_PREFIX: &str = "TUSFLOW_";
 /// The config file read when none is named.
-pub const DEFAULT_FILE: &str = "tusflow.toml";
+pub(crate) const DEFAULT_FILE: &str = "tusflow.toml";
 
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     /// The creation endpoint.
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// Headers sent with every request.
-    pub headers: BTreeMap<String, String>,
+    pub(crate) headers: BTreeMap<String, String>,
     /// Metadata of every upload.
-    pub metadata: BTreeMap<String, String>,
+    pub(crate) metadata: BTreeMap<String, String>,
     /// Bytes per PATCH; `None`: the whole rest in one.
     #[serde(deserialize_with = "chunk_size", serialize_with = "ser_chunk")]
-    pub chunk_size: Option<u64>,
+    pub(crate) chunk_size: Option<u64>,
     /// Partial uploads per file, sent at once and concatenated (1: one upload).
     #[serde(deserialize_with = "parallel")]
-    pub parallel: usize,
+    pub(crate) parallel: usize,
     /// Send the first bytes in the creation `POST` when the server advertises
     /// creation-with-upload.
-    pub creation_with_upload: bool,
+    pub(crate) creation_with_upload: bool,
     /// Let a creation `POST` complete an upload (see
-    /// [`ClientBuilder::complete_in_creation`](crate::ClientBuilder::complete_in_creation)).
-    pub complete_in_creation: bool,
+    /// [`ClientBuilder::complete_in_creation`](tusflow::ClientBuilder::complete_in_creation)).
+    pub(crate) complete_in_creation: bool,
     /// Origins besides the endpoint's that may receive credential headers.
-    pub trusted_origins: Vec<String>,
+    pub(crate) trusted_origins: Vec<String>,
     /// How long connecting may take.
     #[serde(with = "duration")]
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// How long a request may go without moving a byte.
     #[serde(with = "duration")]
-    pub stall_timeout: Duration,
+    pub(crate) stall_timeout: Duration,
     /// Do NOT verify TLS certificates.
-    pub insecure: bool,
+    pub(crate) insecure: bool,
     /// Send PATCH and DELETE as POST with X-HTTP-Method-Override.
-    pub method_override: bool,
+    pub(crate) method_override: bool,
     /// Extra CA certificates (PEM).
-    pub cacert: Option<PathBuf>,
+    pub(crate) cacert: Option<PathBuf>,
     /// Client certificate and key (PEM).
-    pub cert: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
     /// The middleware stack and each plugin's section.
-    pub middleware: Middleware,
+    pub(crate) middleware: Middleware,
     /// The URL store.
-    pub store: StoreConfig,
+    pub(crate) store: StoreConfig,
     /// Fingerprints.
-    pub fingerprint: FingerprintConfig,
+    pub(crate) fingerprint: FingerprintConfig,
     /// Batch uploads.
-    pub batch: BatchConfig,
+    pub(crate) batch: BatchConfig,
 }
 
 impl Default for Config {
@@ -109,8 +109,8 @@ impl Default for Config {
             creation_with_upload: true,
             complete_in_creation: false,
             trusted_origins: Vec::new(),
-            connect_timeout: crate::core::service::DEFAULT_CONNECT_TIMEOUT,
-            stall_timeout: crate::core::service::DEFAULT_STALL_TIMEOUT,
+            connect_timeout: tusflow::core::service::DEFAULT_CONNECT_TIMEOUT,
+            stall_timeout: tusflow::core::service::DEFAULT_STALL_TIMEOUT,
             insecure: false,
             method_override: false,
             cacert: None,
@@ -160,12 +160,12 @@ fn ser_chunk<S: serde::Serializer>(v: &Option<u64>, s: S) -> std::result::Result
 /// plugin itself reads.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Middleware {
+pub(crate) struct Middleware {
     /// Plugin names, outermost first.
-    pub stack: Vec<String>,
+    pub(crate) stack: Vec<String>,
     /// The plugins' sections, checked by each plugin.
     #[serde(flatten)]
-    pub sections: BTreeMap<String, Value>,
+    pub(crate) sections: BTreeMap<String, Value>,
 }
 
 impl Default for Middleware {
@@ -180,14 +180,14 @@ impl Default for Middleware {
 /// `[store]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
+pub(crate) struct StoreConfig {
     /// `redb` (default), `memory` or `none`.
-    pub kind: StoreKind,
+    pub(crate) kind: StoreKind,
     /// The redb file (default: in the user's data directory).
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
     /// How long to wait while another process has the file open, before failing.
     #[serde(with = "duration")]
-    pub wait: Duration,
+    pub(crate) wait: Duration,
 }
 
 impl Default for StoreConfig {
@@ -203,7 +203,7 @@ impl Default for StoreConfig {
 /// Which store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum StoreKind {
+pub(crate) enum StoreKind {
     /// The embedded redb file.
     Redb,
     /// In memory: resumes within one run only.
@@ -215,15 +215,15 @@ pub enum StoreKind {
 /// `[fingerprint]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct FingerprintConfig {
+pub(crate) struct FingerprintConfig {
     /// `fast` (default) or `content`.
-    pub mode: FingerprintMode,
+    pub(crate) mode: FingerprintMode,
 }
 
 /// Fingerprint modes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FingerprintMode {
+pub(crate) enum FingerprintMode {
     /// Size, modification time, first and last 64 KiB.
     #[default]
     Fast,
@@ -234,15 +234,15 @@ pub enum FingerprintMode {
 /// `[batch]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct BatchConfig {
+pub(crate) struct BatchConfig {
     /// Files, directories (recursive) and globs.
-    pub paths: Vec<String>,
+    pub(crate) paths: Vec<String>,
     /// Globs of paths to leave out.
-    pub exclude: Vec<String>,
+    pub(crate) exclude: Vec<String>,
     /// Files uploading at once.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Metadata templates: `{filename}`, `{relpath}`, `{size}`.
-    pub metadata: BTreeMap<String, String>,
+    pub(crate) metadata: BTreeMap<String, String>,
 }
 
 impl Default for BatchConfig {
@@ -259,18 +259,16 @@ impl Default for BatchConfig {
 /// A loaded config: the values, and the figment they came from (for provenance and
 /// the plugins' sections).
 #[derive(Clone, Debug)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The values.
-    pub config: Config,
+    pub(crate) config: Config,
     /// Where each value came from.
-    pub figment: Figment,
-    /// The config file read, if any.
-    pub file: Option<PathBuf>,
+    pub(crate) figment: Figment,
 }
 
 /// Load the config: defaults <- `file` (or `./tusflow.toml` if present) <- `TUSFLOW_`
 /// env vars <- `overrides` (the CLI flags that were given).
-pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Loaded> {
+pub(crate) fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Loaded> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
     let file = match file {
         Some(f) => {
@@ -309,20 +307,16 @@ pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Loaded> {
     });
     figment = figment.merge(env).merge(Serialized::defaults(overrides));
     let config: Config = figment.extract().map_err(|e| config_error("", e))?;
-    Ok(Loaded {
-        config,
-        figment,
-        file,
-    })
+    Ok(Loaded { config, figment })
 }
 
 impl Loaded {
     /// Check that every `[middleware.NAME]` section names a known plugin, and build the
     /// stack's layers.
-    pub fn layers(
+    pub(crate) fn layers(
         &self,
-        registry: &crate::plugins::Registry,
-    ) -> Result<Vec<crate::core::BoxLayer>> {
+        registry: &tusflow::plugins::Registry,
+    ) -> Result<Vec<tusflow::core::BoxLayer>> {
         let known: Vec<&str> = registry.names().collect();
         for name in self.config.middleware.sections.keys() {
             if !known.contains(&name.as_str()) {
@@ -351,7 +345,7 @@ impl Loaded {
     }
 
     /// Every value as `key = value  # source` lines, secrets redacted.
-    pub fn show(&self) -> Result<String> {
+    pub(crate) fn show(&self) -> Result<String> {
         let value: Value = self.figment.extract().map_err(|e| config_error("", e))?;
         let mut lines = Vec::new();
         walk(&value, &mut Vec::new(), &mut |path, v| {
@@ -399,9 +393,8 @@ fn render(v: &Value) -> String {
 fn is_secret_key(path: &[String]) -> bool {
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     match p.as_slice() {
-        ["headers", name, ..] => {
-            http::HeaderName::try_from(*name).is_ok_and(|n| crate::client::is_sensitive_header(&n))
-        }
+        ["headers", name, ..] => http::HeaderName::try_from(*name)
+            .is_ok_and(|n| tusflow::client::is_sensitive_header(&n)),
         ["middleware", "auth", rest @ ..] => !matches!(rest, ["allowed_origins", ..]),
         _ => p.iter().any(|k| {
             let k = k.to_ascii_lowercase();
@@ -457,7 +450,7 @@ mod tests {
         );
         let l = load(Some(&p), BTreeMap::<String, String>::new()).unwrap();
         let e = l
-            .layers(&crate::plugins::builtin())
+            .layers(&tusflow::plugins::builtin())
             .unwrap_err()
             .to_string();
         assert!(

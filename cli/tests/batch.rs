@@ -1,6 +1,7 @@
 //! Config-driven batch uploads against the real server: config files, env overrides,
 //! a batch killed and re-run, reports, and config errors.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::path::Path;

@@ -2,6 +2,7 @@
 //! (creation-with-upload, creation-defer-length, expiration, termination) and rustus
 //! (concatenation, and its 256 KiB default body limit for 413 adaptation).
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::process::{Command, Output, Stdio};

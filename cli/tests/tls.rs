@@ -2,6 +2,7 @@
 //! `--insecure` turns verification off, and says so on stderr every time. Against
 //! @tus/server over HTTPS with a certificate made by `openssl` for this run.
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::path::Path;

@@ -1,0 +1,301 @@
+//! `tusflow batch`, and the front end of the batch engine for `upload` too: progress
+//! bars, a line or a JSON object per file, the report written as files end, Ctrl-C.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+use tusflow::Url;
+use tusflow::batch::Job;
+
+use crate::args::{BatchArgs, CommonArgs, common_overrides};
+use crate::stack::client_and_metadata;
+use crate::walk::Walk;
+use crate::{FAILED, Failure, OK};
+
+pub(crate) async fn batch(config: Option<&Path>, args: BatchArgs) -> Result<u8, Failure> {
+    let loaded = crate::config::load(config, common_overrides(&args.common)?)?;
+    if loaded.config.endpoint.is_none() {
+        return Err(Failure::Usage(
+            "batch needs an endpoint: --endpoint URL or `endpoint` in the config".into(),
+        ));
+    }
+    let paths = if args.paths.is_empty() {
+        loaded.config.batch.paths.clone()
+    } else {
+        args.paths.clone()
+    };
+    if paths.is_empty() {
+        return Err(Failure::Usage(
+            "batch needs files: PATH or GLOB arguments, or batch.paths in the config".into(),
+        ));
+    }
+    let mut exclude = loaded.config.batch.exclude.clone();
+    exclude.extend(args.exclude.iter().cloned());
+    // Every argument is checked now; the files are found as the batch goes.
+    match Walk::new(&paths, &exclude) {
+        Ok(_) => {}
+        Err(e) if e.is_io() => return Err(Failure::Usage(e.to_string())),
+        Err(e) => return Err(e.into()),
+    }
+    let jobs = Jobs::Walk(Box::new(move || Walk::new(&paths, &exclude).ok()));
+    run_jobs(&loaded, &args.common, jobs, None, None, true, args.force).await
+}
+
+/// Where a run's files come from.
+pub(crate) enum Jobs {
+    /// The files `upload` was given.
+    List(Vec<Job>),
+    /// A fresh walk of a batch's arguments, each time it is called (one walk to total
+    /// the bytes for the progress bars, one to upload).
+    Walk(Box<dyn Fn() -> Option<Walk> + Send>),
+}
+
+/// The report file, written as files end: `{"files": [...], "totals": {...}}`, under
+/// a temporary name until the totals are in.
+struct ReportFile {
+    path: PathBuf,
+    partial: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    first: bool,
+}
+
+impl ReportFile {
+    fn create(path: &Path) -> Result<Self, Failure> {
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let cannot = |e: std::io::Error| {
+            Failure::Usage(format!("cannot write the report {}: {e}", path.display()))
+        };
+        let file = std::fs::File::create(&partial).map_err(cannot)?;
+        let mut out = std::io::BufWriter::new(file);
+        out.write_all(b"{\n  \"files\": [").map_err(cannot)?;
+        Ok(ReportFile {
+            path: path.to_owned(),
+            partial,
+            out,
+            first: true,
+        })
+    }
+
+    fn add(&mut self, r: &tusflow::batch::FileReport) -> std::io::Result<()> {
+        let sep = if self.first { "\n    " } else { ",\n    " };
+        self.first = false;
+        self.out.write_all(sep.as_bytes())?;
+        serde_json::to_writer(&mut self.out, r).map_err(std::io::Error::other)
+    }
+
+    fn finish(mut self, totals: serde_json::Value) -> Result<(), Failure> {
+        let cannot = |e: std::io::Error| {
+            Failure::Usage(format!(
+                "cannot write the report {}: {e}",
+                self.path.display()
+            ))
+        };
+        let totals = serde_json::to_string_pretty(&totals).expect("serializes");
+        let totals = totals.replace('\n', "\n  ");
+        write!(self.out, "\n  ],\n  \"totals\": {totals}\n}}\n").map_err(cannot)?;
+        self.out.flush().map_err(cannot)?;
+        std::fs::rename(&self.partial, &self.path).map_err(cannot)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_jobs(
+    loaded: &crate::config::Loaded,
+    common: &CommonArgs,
+    jobs: Jobs,
+    stop_at: Option<u64>,
+    url: Option<Url>,
+    ledger: bool,
+    force: bool,
+) -> Result<u8, Failure> {
+    let (client, metadata) = client_and_metadata(loaded, common, ledger)?;
+    let mut opts = tusflow::batch::Options::default();
+    opts.concurrency = loaded.config.batch.concurrency;
+    opts.chunk_size = loaded.config.chunk_size;
+    opts.parallel = loaded.config.parallel;
+    opts.stop_at = stop_at;
+    opts.metadata = metadata;
+    opts.templates = loaded.config.batch.metadata.clone();
+    opts.skip_complete = ledger;
+    opts.force = force;
+    opts.url = url;
+    let (json_out, quiet) = (common.json, common.quiet);
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut report = common
+        .report
+        .as_deref()
+        .map(ReportFile::create)
+        .transpose()?;
+    // Files that could not be listed: each a failed entry, and the run goes on.
+    let unlisted = Arc::new(std::sync::Mutex::new(
+        Vec::<tusflow::batch::FileReport>::new(),
+    ));
+    let bars = (!json_out && !quiet && tty).then(|| {
+        let total = match &jobs {
+            Jobs::List(list) => list
+                .iter()
+                .filter_map(|j| std::fs::metadata(&j.path).ok())
+                .map(|m| m.len())
+                .sum(),
+            Jobs::Walk(walk) => walk()
+                .into_iter()
+                .flatten()
+                .filter_map(|j| j.ok())
+                .filter_map(|j| std::fs::metadata(&j.path).ok())
+                .map(|m| m.len())
+                .sum(),
+        };
+        progress_bars(total)
+    });
+    let jobs: Box<dyn Iterator<Item = Job> + Send> = match jobs {
+        Jobs::List(list) => Box::new(list.into_iter()),
+        Jobs::Walk(walk) => {
+            let unlisted = Arc::clone(&unlisted);
+            Box::new(walk().into_iter().flatten().filter_map(move |j| match j {
+                Ok(job) => Some(job),
+                Err(u) => {
+                    let r = tusflow::batch::FileReport::failed(u.path, u.error);
+                    unlisted.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+                    None
+                }
+            }))
+        }
+    };
+    let started = std::time::Instant::now();
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let on_start = bars
+        .as_ref()
+        .map(|(multi, all)| file_bar_hook(multi.clone(), all.clone()));
+    let printer = bars.as_ref().map(|(multi, _)| multi.clone());
+    let mut write_error = None;
+    let mut on_done = |r: &tusflow::batch::FileReport| {
+        let say = |line: String| match &printer {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => println!("{line}"),
+        };
+        if let Some(e) = &r.error {
+            eprintln!("tusflow: {}: {e}", r.path);
+        }
+        if let Some(file) = &mut report
+            && let Err(e) = file.add(r)
+        {
+            write_error.get_or_insert(e);
+        }
+        if json_out {
+            println!("{}", serde_json::to_string(r).expect("a report serializes"));
+        } else if !quiet {
+            let url = r.url.as_deref().unwrap_or("-");
+            let size = r.size.unwrap_or(0);
+            say(match r.status {
+                "complete" if r.resumed => {
+                    format!("{}: complete (resumed), {size} bytes -> {url}", r.path)
+                }
+                "complete" => format!("{}: complete, {size} bytes -> {url}", r.path),
+                "skipped" => format!("{}: already uploaded -> {url}", r.path),
+                "partial" => format!(
+                    "{}: stopped at {} of {size} bytes -> {url}",
+                    r.path,
+                    r.offset.unwrap_or(0)
+                ),
+                _ => format!("{}: failed", r.path),
+            });
+        }
+    };
+    let (mut summary, interrupted) =
+        tusflow::batch::run(&client, jobs, &opts, on_start, &mut on_done, stop).await;
+    for r in std::mem::take(&mut *unlisted.lock().unwrap_or_else(|p| p.into_inner())) {
+        summary.add(&r);
+        on_done(&r);
+    }
+    if let Some((_, all)) = &bars {
+        all.finish();
+    }
+    if let Some(e) = write_error {
+        let path = common.report.as_deref().unwrap_or(Path::new("?"));
+        return Err(Failure::Usage(format!(
+            "cannot write the report {}: {e}",
+            path.display()
+        )));
+    }
+    if let Some(file) = report {
+        file.finish(json!({
+            "files": summary.files + summary.not_started,
+            "complete": summary.complete,
+            "skipped": summary.skipped,
+            "partial": summary.partial,
+            "failed": summary.failed,
+            "not_started": summary.not_started,
+            "resumed": summary.resumed,
+            "bytes": summary.bytes,
+            "seconds": started.elapsed().as_secs_f64(),
+            "interrupted": interrupted,
+        }))?;
+    }
+    if interrupted {
+        let args: Vec<String> = std::env::args().collect();
+        eprintln!(
+            "tusflow: interrupted: {} of {} files done; unfinished uploads are stored. To continue, run:\n  {}",
+            summary.complete + summary.skipped,
+            summary.files + summary.not_started,
+            args.join(" ")
+        );
+        return Ok(FAILED);
+    }
+    Ok(if summary.failed > 0 { FAILED } else { OK })
+}
+
+/// A total bar (bytes, rate, ETA) under a set of per-file bars, on stderr.
+pub(crate) fn progress_bars(
+    total_bytes: u64,
+) -> (indicatif::MultiProgress, indicatif::ProgressBar) {
+    let multi = indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
+    let all = multi.add(indicatif::ProgressBar::new(total_bytes));
+    all.set_style(
+        indicatif::ProgressStyle::with_template(
+            "total {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("a valid template"),
+    );
+    (multi, all)
+}
+
+/// For each file that starts: a bar of its own that follows its progress, and the
+/// total bar moved by the same bytes. The bar goes when the upload ends.
+pub(crate) fn file_bar_hook(
+    multi: indicatif::MultiProgress,
+    all: indicatif::ProgressBar,
+) -> tusflow::batch::OnStart {
+    Arc::new(move |job, size, mut rx| {
+        let bar = multi.insert_before(&all, indicatif::ProgressBar::new(size));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:30!} {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec}",
+            )
+            .expect("a valid template"),
+        );
+        bar.set_message(job.relpath.clone());
+        let all = all.clone();
+        tokio::spawn(async move {
+            let mut seen = rx.borrow().acknowledged;
+            bar.set_position(seen);
+            all.inc(seen);
+            while rx.changed().await.is_ok() {
+                let now = rx.borrow().sent;
+                if now > seen {
+                    all.inc(now - seen);
+                    seen = now;
+                }
+                bar.set_position(seen);
+            }
+            bar.finish_and_clear();
+        });
+    })
+}
