@@ -58,6 +58,10 @@ const HOLD: Duration = Duration::from_secs(1);
 /// How long it is let go then: longer than the 20 ms between a waiter's tries.
 const YIELD: Duration = Duration::from_millis(50);
 
+/// redb's page cache for the store (redb's default is 1 GiB): records are small and
+/// read once per upload, so a batch of any size stays within a few MiB.
+const CACHE_SIZE: usize = 4 << 20;
+
 /// A URL store in a redb file.
 pub struct RedbStore {
     path: PathBuf,
@@ -201,7 +205,10 @@ impl RedbStore {
         if guard.is_none() {
             let start = Instant::now();
             let db = loop {
-                match Database::create(&self.path) {
+                match Database::builder()
+                    .set_cache_size(CACHE_SIZE)
+                    .create(&self.path)
+                {
                     Ok(db) => break db,
                     Err(redb::DatabaseError::DatabaseAlreadyOpen)
                         if start.elapsed() < self.wait =>
