@@ -42,6 +42,7 @@ pub use tusflow_core::{
 pub mod batch;
 pub mod blocking;
 pub mod client;
+mod endpoint;
 pub mod plugins;
 pub mod size;
 pub mod upload;

@@ -1,0 +1,79 @@
+//! What a client shares with its uploads: what it learned about the endpoint (its
+//! capabilities, the largest body it takes after a 413) and where uploads are
+//! remembered. Both the client and the upload driver use these; neither owns the
+//! other's state.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::core::store::{Fingerprinter, UrlStore};
+use crate::{Capabilities, Error, Result};
+
+/// The smallest body a 413 answer halves the chunk size to; a 413 for a body this
+/// small is an error.
+pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
+
+/// What a client learned about its endpoint, shared by its clones and uploads.
+#[derive(Debug)]
+pub(crate) struct Learned {
+    /// The endpoint's answer to `OPTIONS`, asked once.
+    pub(crate) capabilities: tokio::sync::OnceCell<std::result::Result<Arc<Capabilities>, Error>>,
+    /// The largest body the endpoint took after a 413 (`u64::MAX`: no limit met).
+    chunk_limit: AtomicU64,
+}
+
+impl Default for Learned {
+    fn default() -> Self {
+        Learned {
+            capabilities: tokio::sync::OnceCell::new(),
+            chunk_limit: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Learned {
+    /// The largest body to send after a 413; `None` until one.
+    pub(crate) fn chunk_limit(&self) -> Option<u64> {
+        match self.chunk_limit.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            n => Some(n),
+        }
+    }
+
+    /// After a 413 for a body of `failed` bytes: halve the limit (not below
+    /// [`MIN_CHUNK_SIZE`]) and return it, or `None` when it cannot shrink further.
+    pub(crate) fn shrink_chunk_limit(&self, failed: u64) -> Option<u64> {
+        if failed <= MIN_CHUNK_SIZE {
+            return None;
+        }
+        let new = (failed / 2).max(MIN_CHUNK_SIZE);
+        let was = self.chunk_limit.fetch_min(new, Ordering::Relaxed);
+        let now = was.min(new);
+        if was > new {
+            tracing::warn!(
+                rejected = failed,
+                chunk_size = now,
+                "the server answered 413 Payload Too Large: sending at most {now} bytes per request to this endpoint"
+            );
+        }
+        Some(now)
+    }
+}
+
+/// Where uploads are remembered between runs, and how sources are recognised: set on
+/// the client, inherited (and overridable) by each upload.
+#[derive(Clone, Default)]
+pub(crate) struct Resume {
+    pub(crate) store: Option<Arc<dyn UrlStore>>,
+    pub(crate) fingerprinter: Option<Arc<dyn Fingerprinter>>,
+    pub(crate) keep_on_success: bool,
+}
+
+/// Run blocking store or fingerprint work off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("a store task failed: {e}")))?
+}
