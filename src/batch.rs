@@ -6,7 +6,7 @@
 //! stays flat however many files a batch has. Each file's [`FileReport`] goes to the
 //! caller as the file ends; only the totals ([`Summary`]) stay.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -198,8 +198,17 @@ pub struct Summary {
     pub resumed: u64,
     /// Bytes of the files uploaded to the end.
     pub bytes: u64,
+    /// Files in flight when the batch was stopped (aborted, resumable).
+    pub unfinished: u64,
     /// Files not started because the batch was stopped.
     pub not_started: u64,
+}
+
+impl Summary {
+    /// Every file the batch named: ended, stopped in flight, or not started.
+    pub fn total(&self) -> u64 {
+        self.files + self.unfinished + self.not_started
+    }
 }
 
 impl Summary {
@@ -257,9 +266,9 @@ where
     });
     let opts = Arc::new(opts.clone());
     let mut set = tokio::task::JoinSet::new();
-    let mut running: BTreeMap<tokio::task::Id, String> = BTreeMap::new();
+    let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
     let spawn = |set: &mut tokio::task::JoinSet<FileReport>,
-                 running: &mut BTreeMap<tokio::task::Id, String>,
+                 running: &mut HashMap<tokio::task::Id, String>,
                  job: Job| {
         let (client, opts, on_start) = (client.clone(), Arc::clone(&opts), on_start.clone());
         let path = job.path.display().to_string();
@@ -306,6 +315,7 @@ where
         }
     };
     if interrupted {
+        summary.unfinished = set.len() as u64;
         set.abort_all();
         while set.join_next().await.is_some() {}
     }

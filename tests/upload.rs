@@ -402,3 +402,65 @@ async fn a_file_changed_during_the_upload_is_never_reported_complete() {
         }
     }
 }
+
+/// The batch engine reads its jobs as it goes: at any file's start, it has read at
+/// most the files started plus what its bounded read-ahead holds; every file is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reads_its_jobs_as_it_goes_and_stores_every_file() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<_> = (0..120u64)
+        .map(|i| make_file(dir.path(), &format!("f{i}.bin"), 2_000 + i, i))
+        .collect();
+    let pulled = Arc::new(AtomicU64::new(0));
+    let started = Arc::new(AtomicU64::new(0));
+    let worst = Arc::new(AtomicU64::new(0));
+    let jobs = {
+        let pulled = Arc::clone(&pulled);
+        files.clone().into_iter().map(move |path| {
+            pulled.fetch_add(1, Ordering::SeqCst);
+            tusflow::batch::Job {
+                relpath: path.file_name().unwrap().to_string_lossy().into_owned(),
+                path,
+            }
+        })
+    };
+    let on_start: tusflow::batch::OnStart = {
+        let (pulled, started, worst) = (pulled.clone(), started.clone(), worst.clone());
+        Arc::new(move |_job, _size, _progress| {
+            let s = started.fetch_add(1, Ordering::SeqCst) + 1;
+            let ahead = pulled.load(Ordering::SeqCst).saturating_sub(s);
+            worst.fetch_max(ahead, Ordering::SeqCst);
+        })
+    };
+    let mut opts = tusflow::batch::Options::default();
+    opts.concurrency = 3;
+    let client = client(&server);
+    let mut urls = Vec::new();
+    let (summary, interrupted) = tusflow::batch::run(
+        &client,
+        jobs,
+        &opts,
+        Some(on_start),
+        |r| urls.push((r.path.clone(), r.url.clone().unwrap())),
+        std::future::pending(),
+    )
+    .await;
+    assert!(!interrupted);
+    assert_eq!(
+        (summary.files, summary.complete, summary.failed),
+        (120, 120, 0)
+    );
+    // Read ahead: the channel's 2 per slot, one more the reader holds, and the other
+    // slots' jobs already spawned that have not reached their start yet: O(concurrency)
+    // (all 120 when jobs were collected up front).
+    let worst = worst.load(Ordering::SeqCst);
+    assert!(
+        worst <= 2 * 3 + 1 + (3 - 1),
+        "read {worst} jobs ahead of the uploads"
+    );
+    for (path, url) in urls {
+        server.assert_stored_file(&url, std::path::Path::new(&path));
+    }
+}

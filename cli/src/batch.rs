@@ -158,7 +158,7 @@ pub(crate) async fn run_jobs(
             Box::new(walk().into_iter().flatten().filter_map(move |j| match j {
                 Ok(job) => Some(job),
                 Err(u) => {
-                    let r = tusflow::batch::FileReport::failed(u.path, u.error);
+                    let r = tusflow::batch::FileReport::failed(u.path, u.reason);
                     unlisted.lock().unwrap_or_else(|p| p.into_inner()).push(r);
                     None
                 }
@@ -227,11 +227,12 @@ pub(crate) async fn run_jobs(
     }
     if let Some(file) = report {
         file.finish(json!({
-            "files": summary.files + summary.not_started,
+            "files": summary.total(),
             "complete": summary.complete,
             "skipped": summary.skipped,
             "partial": summary.partial,
             "failed": summary.failed,
+            "unfinished": summary.unfinished,
             "not_started": summary.not_started,
             "resumed": summary.resumed,
             "bytes": summary.bytes,
@@ -244,7 +245,7 @@ pub(crate) async fn run_jobs(
         eprintln!(
             "tusflow: interrupted: {} of {} files done; unfinished uploads are stored. To continue, run:\n  {}",
             summary.complete + summary.skipped,
-            summary.files + summary.not_started,
+            summary.total(),
             args.join(" ")
         );
         return Ok(FAILED);

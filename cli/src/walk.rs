@@ -70,10 +70,10 @@ enum Pending {
     },
 }
 
-/// A path that could not be listed, with why.
+/// A path that could not be listed, with why (the path not repeated).
 pub(crate) struct Unlisted {
     pub(crate) path: String,
-    pub(crate) error: Error,
+    pub(crate) reason: String,
 }
 
 /// The files `patterns` name, lazily, without those an `exclude` glob matches (a
@@ -138,8 +138,13 @@ impl Walk {
     }
 
     /// Start walking `dir`, its entries sorted.
-    fn enter(&mut self, dir: &Path, base: PathBuf, mut above: Vec<(u64, u64)>) -> Result<()> {
-        let meta = std::fs::metadata(dir).map_err(|e| Error::io(Some(dir), e))?;
+    fn enter(
+        &mut self,
+        dir: &Path,
+        base: PathBuf,
+        mut above: Vec<(u64, u64)>,
+    ) -> std::result::Result<(), String> {
+        let meta = std::fs::metadata(dir).map_err(|e| format!("cannot read it: {e}"))?;
         let id = identity(&meta);
         if cfg!(unix) && above.contains(&id) {
             tracing::warn!(path = %dir.display(), "not following a symlink to a directory above it (a loop)");
@@ -147,8 +152,9 @@ impl Walk {
         }
         above.push(id);
         let mut entries = Vec::new();
-        for e in std::fs::read_dir(dir).map_err(|e| Error::io(Some(dir), e))? {
-            entries.push(e.map_err(|e| Error::io(Some(dir), e))?.path());
+        let cannot = |e: std::io::Error| format!("cannot list the directory: {e}");
+        for e in std::fs::read_dir(dir).map_err(cannot)? {
+            entries.push(e.map_err(cannot)?.path());
         }
         entries.sort();
         self.stack.push(Pending::Dir {
@@ -159,10 +165,10 @@ impl Walk {
         Ok(())
     }
 
-    fn unlisted(path: &Path, error: Error) -> Option<std::result::Result<Job, Unlisted>> {
+    fn unlisted(path: &Path, reason: String) -> Option<std::result::Result<Job, Unlisted>> {
         Some(Err(Unlisted {
             path: path.display().to_string(),
-            error,
+            reason,
         }))
     }
 }
@@ -183,8 +189,7 @@ impl Iterator for Walk {
                                 paths,
                             }),
                             Err(e) => {
-                                let e = Error::config(format!("invalid glob {p:?}: {e}"));
-                                return Self::unlisted(Path::new(&p), e);
+                                return Self::unlisted(Path::new(&p), format!("invalid glob: {e}"));
                             }
                         }
                         continue;
@@ -205,7 +210,7 @@ impl Iterator for Walk {
                             None => continue,
                         }
                     }
-                    return Self::unlisted(&path, not_found(&path));
+                    return Self::unlisted(&path, "no such file or directory".into());
                 }
                 Pending::Glob { base, paths } => match paths.next() {
                     None => {
@@ -214,10 +219,7 @@ impl Iterator for Walk {
                     }
                     Some(Err(e)) => {
                         let path = e.path().to_owned();
-                        return Self::unlisted(
-                            &path,
-                            Error::io(Some(&path), std::io::Error::other(e.to_string())),
-                        );
+                        return Self::unlisted(&path, format!("cannot list it: {}", e.error()));
                     }
                     Some(Ok(path)) => Some((path, base.clone(), Vec::new())),
                 },
@@ -252,7 +254,7 @@ impl Iterator for Walk {
                     tracing::debug!(path = %path.display(), "not a regular file: left out");
                 }
                 // A dangling symlink, or a file gone since it was listed.
-                Err(e) => return Self::unlisted(&path, Error::io(Some(&path), e)),
+                Err(e) => return Self::unlisted(&path, format!("cannot read it: {e}")),
             }
         }
     }

@@ -53,6 +53,13 @@ fn an_unreadable_file_fails_alone_with_its_name() {
     let secret = make_file(&input, "secret.bin", 50_000, 9);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // A directory nobody may list, and a symlink loop: one failed entry, and no file
+    // walked twice.
+    let locked = input.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    make_file(&locked, "hidden.bin", 1_000, 7);
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::os::unix::fs::symlink(".", input.join("loop")).unwrap();
     let args = [
         "batch",
         "-e",
@@ -86,9 +93,13 @@ fn an_unreadable_file_fails_alone_with_its_name() {
         stderr.contains("in/secret.bin") && stderr.contains("Permission denied"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("in/locked: cannot list the directory: Permission denied"),
+        "{stderr}"
+    );
     let r = report(d, "report.json");
     assert_eq!(r["totals"]["complete"], 4, "{}", r["totals"]);
-    assert_eq!(r["totals"]["failed"], 1, "{}", r["totals"]);
+    assert_eq!(r["totals"]["failed"], 2, "{}", r["totals"]);
     assert_all_stored(&server, d, &r);
     assert_eq!(
         server.upload_count(),

@@ -119,7 +119,11 @@ impl Uploader {
         meter.acknowledged(offset);
         // A stream is buffered a chunk at a time, so it always goes in chunks.
         let chunk_size = match self.opened {
-            Some(Opened::Stream(_)) => Some(self.chunk_size.unwrap_or(DEFAULT_STREAM_CHUNK)),
+            Some(Opened::Stream(_)) => Some(
+                self.chunk_size
+                    .unwrap_or(DEFAULT_STREAM_CHUNK)
+                    .min(MAX_STREAM_CHUNK),
+            ),
             _ => self.chunk_size,
         };
         loop {

@@ -33,7 +33,11 @@ impl Uploader {
         let chunk_size = match self.opened {
             Some(Opened::Stream(ref mut s)) => {
                 s.max = caps.as_ref().and_then(|c| c.max_size);
-                Some(self.chunk_size.unwrap_or(DEFAULT_STREAM_CHUNK))
+                Some(
+                    self.chunk_size
+                        .unwrap_or(DEFAULT_STREAM_CHUNK)
+                        .min(MAX_STREAM_CHUNK),
+                )
             }
             _ => self.chunk_size,
         };

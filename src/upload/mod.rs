@@ -41,7 +41,7 @@ use resume::*;
 use source::*;
 
 pub use progress::{AbortHandle, Progress, Uploaded};
-pub use source::{DEFAULT_STREAM_CHUNK, Source};
+pub use source::{DEFAULT_STREAM_CHUNK, MAX_STREAM_CHUNK, Source};
 
 /// One upload, in the manner of tuspy's `Uploader`: created by
 /// [`Client::uploader`], configured, then driven by [`Uploader::upload`] (to the end) or
@@ -184,7 +184,8 @@ impl Uploader {
     }
 
     /// Send at most `size` bytes per `PATCH` (default: the whole rest in one). A size of
-    /// 0 means the default.
+    /// 0 means the default. A stream holds one chunk in memory, so for streams the
+    /// chunk is at most [`MAX_STREAM_CHUNK`].
     pub fn chunk_size(mut self, size: u64) -> Self {
         self.chunk_size = (size > 0).then_some(size);
         self

@@ -6,6 +6,10 @@ use super::*;
 /// How much of a stream source is buffered per `PATCH` when no chunk size is set.
 pub const DEFAULT_STREAM_CHUNK: u64 = 8 << 20;
 
+/// The largest chunk of a stream held in memory: a larger chunk size is capped here
+/// for streams (files are read in blocks, whatever the chunk size).
+pub const MAX_STREAM_CHUNK: u64 = 256 << 20;
+
 /// What to upload.
 pub struct Source {
     kind: SourceKind,

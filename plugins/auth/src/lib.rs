@@ -219,7 +219,7 @@ impl Middleware for AuthLayer {
                 let p = Arc::clone(p);
                 Box::pin(async move {
                     let token = p.token().await?;
-                    let replay = tusflow_core::clone_request(&req);
+                    let replay = tusflow_core::middleware::clone_request(&req);
                     req.headers_mut()
                         .insert(AUTHORIZATION, bearer_value(token.expose())?);
                     match next.call(req).await {

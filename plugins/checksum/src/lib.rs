@@ -329,7 +329,8 @@ async fn append(mut inner: Next, layer: ChecksumLayer, req: Request) -> Result<R
         let ahead = (end < len).then(|| piece_at(end));
         let mut mismatches = 0;
         let resp = loop {
-            let mut req = Request::from_parts(tusflow_core::clone_parts(&parts), piece.clone());
+            let mut req =
+                Request::from_parts(tusflow_core::middleware::clone_parts(&parts), piece.clone());
             let h = req.headers_mut();
             h.insert(header::UPLOAD_OFFSET, HeaderValue::from(start + pos));
             h.insert(header::UPLOAD_CHECKSUM, sum.clone());

@@ -43,27 +43,6 @@ pub use store::{Fingerprinter, MemoryStore, SourceInfo, UploadRecord, UrlStore};
 /// The request type of every tusflow stack.
 pub type Request = http::Request<Body>;
 
-/// A copy of the head of a request: method, URI, version, headers and extensions.
-pub fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
-    let (mut parts, ()) = http::Request::new(()).into_parts();
-    parts.method = p.method.clone();
-    parts.uri = p.uri.clone();
-    parts.version = p.version;
-    parts.headers = p.headers.clone();
-    parts.extensions = p.extensions.clone();
-    parts
-}
-
-/// A copy of a request, to send again (a [`Body`] is cheap to clone and starts over).
-pub fn clone_request(req: &Request) -> Request {
-    let (mut parts, ()) = http::Request::new(()).into_parts();
-    parts.method = req.method().clone();
-    parts.uri = req.uri().clone();
-    parts.version = req.version();
-    parts.headers = req.headers().clone();
-    parts.extensions = req.extensions().clone();
-    Request::from_parts(parts, req.body().clone())
-}
 /// The response type of every tusflow stack: the body is read (and bounded) by
 /// [`TusService`].
 pub type Response = http::Response<bytes::Bytes>;

@@ -186,6 +186,28 @@ impl<S> tower::Layer<S> for BoundaryLayer {
     }
 }
 
+/// A copy of the head of a request: method, URI, version, headers and extensions.
+pub fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = p.method.clone();
+    parts.uri = p.uri.clone();
+    parts.version = p.version;
+    parts.headers = p.headers.clone();
+    parts.extensions = p.extensions.clone();
+    parts
+}
+
+/// A copy of a request, to send again (a [`Body`] is cheap to clone and starts over).
+pub fn clone_request(req: &Request) -> Request {
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = req.method().clone();
+    parts.uri = req.uri().clone();
+    parts.version = req.version();
+    parts.headers = req.headers().clone();
+    parts.extensions = req.extensions().clone();
+    Request::from_parts(parts, req.body().clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,7 +222,7 @@ mod tests {
     impl Middleware for Twice {
         fn call(&self, mut next: Next, req: Request) -> ResponseFuture {
             Box::pin(async move {
-                next.call(crate::clone_request(&req)).await?;
+                next.call(clone_request(&req)).await?;
                 next.call(req).await
             })
         }

@@ -39,10 +39,11 @@ use bytes::Bytes;
 use http::HeaderValue;
 use tower::Layer;
 use tusflow_core::attempts::RetryCounter;
+use tusflow_core::middleware::clone_parts;
 use tusflow_core::middleware::{Layered, Middleware, Next};
 use tusflow_core::protocol::{self, header};
 use tusflow_core::service::ResponseFuture;
-use tusflow_core::{Body, Error, Operation, Request, Response, Result, clone_parts};
+use tusflow_core::{Body, Error, Operation, Request, Response, Result};
 
 pub use config::{RetryConfig, RetryPlugin};
 pub use policy::Backoff;
