@@ -200,12 +200,13 @@ pub struct Summary {
     pub bytes: u64,
     /// Files in flight when the batch was stopped (aborted, resumable).
     pub unfinished: u64,
-    /// Files not started because the batch was stopped.
+    /// Files read but not started because the batch was stopped (the files a stop left
+    /// unread are not counted: a stop does not wait for the rest of a walk).
     pub not_started: u64,
 }
 
 impl Summary {
-    /// Every file the batch named: ended, stopped in flight, or not started.
+    /// The files the batch read: ended, stopped in flight, or not started.
     pub fn total(&self) -> u64 {
         self.files + self.unfinished + self.not_started
     }
@@ -233,11 +234,15 @@ impl Summary {
 /// How many jobs the reading thread keeps ready per upload slot.
 const READ_AHEAD: usize = 2;
 
+/// The most uploads a batch runs at once.
+pub const MAX_CONCURRENCY: usize = 4096;
+
 /// Upload `jobs`, `opts.concurrency` at a time, reading `jobs` on a blocking thread as
 /// the batch goes; `on_done` hears of each file as it ends (a task that panicked is a
 /// failed file with an internal error). Returns the totals, and whether `stop`
 /// resolved first: then the uploads in flight are aborted (resumable), and the jobs
-/// not started are counted in [`Summary::not_started`].
+/// read but not started are counted in [`Summary::not_started`]; the rest of `jobs` is
+/// not read.
 pub async fn run<I>(
     client: &Client,
     jobs: I,
@@ -250,19 +255,18 @@ where
     I: IntoIterator<Item = Job>,
     I::IntoIter: Send + 'static,
 {
-    let concurrency = opts.concurrency.max(1);
+    let concurrency = opts.concurrency.clamp(1, MAX_CONCURRENCY);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(concurrency * READ_AHEAD);
     let iter = jobs.into_iter();
-    // The reader ends when the channel closes (the batch ended or was stopped), and
-    // then counts what it did not hand over.
+    // The reader ends when the channel closes (the batch ended or was stopped); it
+    // reads no further then, so a stop never waits for the rest of a walk.
     let reader = tokio::task::spawn_blocking(move || {
-        let mut iter = iter;
-        while let Some(job) = iter.next() {
+        for job in iter {
             if tx.blocking_send(job).is_err() {
-                return 1 + iter.count() as u64;
+                return true;
             }
         }
-        0
+        false
     });
     let opts = Arc::new(opts.clone());
     let mut set = tokio::task::JoinSet::new();
@@ -297,11 +301,7 @@ where
                         running.remove(&id);
                         r
                     }
-                    Some(Err(e)) => {
-                        let path = running.remove(&e.id()).unwrap_or_default();
-                        tracing::error!(path = %path, error = %e, "an upload task failed");
-                        FileReport::failed(path, Error::internal(format!("the upload task failed: {e}")))
-                    }
+                    Some(Err(e)) => task_failed(&mut running, e),
                     None => continue,
                 };
                 summary.add(&report);
@@ -315,16 +315,55 @@ where
         }
     };
     if interrupted {
-        summary.unfinished = set.len() as u64;
+        // Uploads that ended before the abort still count; the others stop, resumable.
         set.abort_all();
-        while set.join_next().await.is_some() {}
+        while let Some(next) = set.join_next_with_id().await {
+            let report = match next {
+                Ok((id, r)) => {
+                    running.remove(&id);
+                    r
+                }
+                Err(e) if e.is_cancelled() => {
+                    running.remove(&e.id());
+                    summary.unfinished += 1;
+                    continue;
+                }
+                Err(e) => task_failed(&mut running, e),
+            };
+            summary.add(&report);
+            on_done(&report);
+        }
     }
     rx.close();
     let mut buffered = 0;
     while rx.try_recv().is_ok() {
         buffered += 1;
     }
-    let unread = reader.await.unwrap_or(0);
-    summary.not_started += buffered + unread;
+    match reader.await {
+        // Stopped with more to read: at least the one it held.
+        Ok(true) => summary.not_started += buffered + 1,
+        Ok(false) => summary.not_started += buffered,
+        Err(e) => {
+            let report = FileReport::failed(
+                "(the list of files)",
+                Error::internal(format!("reading the jobs failed: {e}")),
+            );
+            summary.add(&report);
+            on_done(&report);
+        }
+    }
     (summary, interrupted)
+}
+
+/// A task that panicked (or was cancelled from outside): a failed file.
+fn task_failed(
+    running: &mut HashMap<tokio::task::Id, String>,
+    e: tokio::task::JoinError,
+) -> FileReport {
+    let path = running.remove(&e.id()).unwrap_or_default();
+    tracing::error!(path = %path, error = %e, "an upload task failed");
+    FileReport::failed(
+        path,
+        Error::internal(format!("the upload task failed: {e}")),
+    )
 }

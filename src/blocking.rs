@@ -79,7 +79,12 @@ impl Worker {
         })
     }
 
-    fn block_on<F: Future>(&self, f: F) -> F::Output {
+    /// Run `f` to its end on the caller's thread; an error, not a panic, inside an
+    /// async context (where blocking would stall that runtime).
+    fn block_on<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(inside_runtime());
+        }
         self.handle.block_on(f)
     }
 }
@@ -107,12 +112,14 @@ impl fmt::Debug for Client {
     }
 }
 
+fn inside_runtime() -> Error {
+    Error::invalid("tusflow::blocking cannot be used inside an async runtime: use tusflow::Client")
+}
+
 /// Fails when called from within an async runtime, where blocking would stall it.
 fn runtime() -> Result<Worker> {
     if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(Error::invalid(
-            "tusflow::blocking cannot be used inside an async runtime: use tusflow::Client",
-        ));
+        return Err(inside_runtime());
     }
     Worker::start()
 }
@@ -133,11 +140,12 @@ impl Client {
         })
     }
 
-    fn wait<F: Future>(&self, f: F) -> F::Output {
+    fn wait<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
         self.rt.block_on(f)
     }
 
-    /// The async client inside.
+    /// The async client inside. Its connections belong to this client's runtime: use
+    /// a clone of it only while this client lives.
     pub fn as_async(&self) -> &crate::Client {
         &self.inner
     }
@@ -269,6 +277,9 @@ mod tests {
             .unwrap();
         rt.block_on(async move {
             let e = super::Client::new("http://127.0.0.1:9/files/").unwrap_err();
+            assert!(e.to_string().contains("inside an async runtime"), "{e}");
+            let mut up = up;
+            let e = up.upload().unwrap_err();
             assert!(e.to_string().contains("inside an async runtime"), "{e}");
             drop(up);
             drop(client);

@@ -20,7 +20,7 @@ use tower::buffer::BufferLayer;
 use tower::limit::ConcurrencyLimitLayer;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
-use tusflow::auth::AuthLayer;
+use tusflow::auth::{AuthLayer, Secret, TokenFuture, TokenProvider};
 use tusflow::checksum::ChecksumLayer;
 use tusflow::core::{BoxError, Endpoint, TusService};
 use tusflow::log::LogLayer;
@@ -88,24 +88,57 @@ async fn upload(svc: &mut Svc, endpoint: &Url, data: &[u8], chunk: usize) -> Url
     url
 }
 
-/// The layer under test, over `base`, over the core service.
-fn stack<L>(layer: L, base: &str) -> Svc
+/// The core service under a `ConcurrencyLimit(1)` or a `Buffer(1)`.
+fn base(base: &str) -> Svc {
+    let core = TusService::builder()
+        .build()
+        .unwrap()
+        .map_err(BoxError::from);
+    match base {
+        "concurrency-limit" => BoxCloneSyncService::new(ConcurrencyLimitLayer::new(1).layer(core)),
+        "buffer" => BoxCloneSyncService::new(BufferLayer::new(1).layer(core)),
+        _ => unreachable!(),
+    }
+}
+
+/// The layer under test over `limited`.
+fn over<L>(layer: L, limited: Svc) -> Svc
 where
     L: Layer<Svc>,
     L::Service: Service<Request, Response = Response> + Clone + Send + Sync + 'static,
     <L::Service as Service<Request>>::Error: Into<BoxError>,
     <L::Service as Service<Request>>::Future: Send + 'static,
 {
-    let core = TusService::builder()
-        .build()
-        .unwrap()
-        .map_err(BoxError::from);
-    let limited: Svc = match base {
-        "concurrency-limit" => BoxCloneSyncService::new(ConcurrencyLimitLayer::new(1).layer(core)),
-        "buffer" => BoxCloneSyncService::new(BufferLayer::new(1).layer(core)),
-        _ => unreachable!(),
-    };
     BoxCloneSyncService::new(layer.layer(limited).map_err(Into::into))
+}
+
+/// The layer under test, over `base`, over the core service.
+fn stack<L>(layer: L, b: &str) -> Svc
+where
+    L: Layer<Svc>,
+    L::Service: Service<Request, Response = Response> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Request>>::Error: Into<BoxError>,
+    <L::Service as Service<Request>>::Future: Send + 'static,
+{
+    over(layer, base(b))
+}
+
+/// Tokens that take a request of their own through the same limited stack (an
+/// `OPTIONS` to the endpoint): the auth layer must not hold the only slot meanwhile.
+struct ViaStack(Svc, Url);
+
+impl TokenProvider for ViaStack {
+    fn token(&self) -> TokenFuture<'_> {
+        Box::pin(async move {
+            let mut svc = self.0.clone();
+            let req = request(Operation::Discover, &self.1, &self.1, Body::empty());
+            let resp = ready_call(&mut svc, req)
+                .await
+                .map_err(tusflow::Error::from)?;
+            assert!(resp.status().is_success());
+            Ok(Secret::new("s3cr3t"))
+        })
+    }
 }
 
 fn fast_retry() -> RetryLayer {
@@ -114,22 +147,31 @@ fn fast_retry() -> RetryLayer {
         .max_delay(Duration::from_millis(200))
 }
 
-/// Builds the service under test over a base ("concurrency-limit" or "buffer").
-type Make = fn(&str) -> Svc;
+/// Builds the service under test over a base ("concurrency-limit" or "buffer") for
+/// the endpoint.
+type Make = fn(&str, &Url) -> Svc;
 
 /// Every layer and the recommended stack, by name.
 fn layers() -> Vec<(&'static str, Make)> {
     vec![
-        ("log", |b| stack(LogLayer::new(), b)),
-        ("retry", |b| stack(fast_retry(), b)),
-        ("auth", |b| stack(AuthLayer::bearer("s3cr3t"), b)),
-        ("rate-limit", |b| {
+        ("log", |b, _| stack(LogLayer::new(), b)),
+        ("retry", |b, _| stack(fast_retry(), b)),
+        ("auth", |b, _| stack(AuthLayer::bearer("s3cr3t"), b)),
+        ("auth with a token provider", |b, e| {
+            let limited = base(b);
+            let provider = ViaStack(limited.clone(), e.clone());
+            over(AuthLayer::provider(provider), limited)
+        }),
+        ("rate-limit", |b, _| {
             stack(RateLimitLayer::bytes_per_second(50 << 20), b)
         }),
-        ("checksum", |b| {
+        ("rate-limit requests", |b, _| {
+            stack(RateLimitLayer::unlimited().requests_per_second(200.0), b)
+        }),
+        ("checksum", |b, _| {
             stack(ChecksumLayer::sha256().chunk_size(100_000), b)
         }),
-        ("recommended stack", |b| {
+        ("recommended stack", |b, _| {
             stack(
                 ServiceBuilder::new()
                     .layer(LogLayer::new())
@@ -150,7 +192,7 @@ async fn every_layer_over_concurrency_limit_and_buffer_with_ready_call() {
     for base in ["concurrency-limit", "buffer"] {
         for (name, make) in layers() {
             let what = format!("{name} over {base}");
-            let mut svc = make(base);
+            let mut svc = make(base, &endpoint);
             let endpoint = endpoint.clone();
             let data = pattern(250_000, 3);
             // Several uploads in a row on one service, then several tasks at once on
@@ -184,7 +226,7 @@ async fn every_layer_over_concurrency_limit_and_buffer_with_ready_call() {
             tokio::time::timeout(DEADLINE, run)
                 .await
                 .unwrap_or_else(|_| {
-                    panic!("{what}: hung (poll_ready's capacity not used by call)")
+                    panic!("{what}: hung (a layer held capacity of the stack below that it did not use)")
                 });
             eprintln!("{what}: ok");
         }

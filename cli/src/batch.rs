@@ -168,6 +168,12 @@ pub(crate) async fn run_jobs(
     let started = std::time::Instant::now();
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
+        // tokio's handler replaces the default one: a second Ctrl-C quits at once.
+        tokio::spawn(async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("tusflow: interrupted again: quitting now");
+            std::process::exit(130);
+        });
     };
     let on_start = bars
         .as_ref()
@@ -243,9 +249,9 @@ pub(crate) async fn run_jobs(
     if interrupted {
         let args: Vec<String> = std::env::args().collect();
         eprintln!(
-            "tusflow: interrupted: {} of {} files done; unfinished uploads are stored. To continue, run:\n  {}",
+            "tusflow: interrupted: {} files done, {} stopped in flight; unfinished uploads are stored. To continue, run:\n  {}",
             summary.complete + summary.skipped,
-            summary.total(),
+            summary.unfinished,
             args.join(" ")
         );
         return Ok(FAILED);

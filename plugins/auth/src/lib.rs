@@ -210,14 +210,22 @@ impl Middleware for AuthLayer {
         }
         match &self.credentials {
             Credentials::Headers(h) => {
+                // Every value of a name (`append` may have given several) replaces
+                // what the request had under it.
+                for name in h.keys() {
+                    req.headers_mut().remove(name);
+                }
                 for (name, value) in h {
-                    req.headers_mut().insert(name.clone(), value.clone());
+                    req.headers_mut().append(name.clone(), value.clone());
                 }
                 Box::pin(async move { next.call(req).await })
             }
             Credentials::Provider(p) => {
                 let p = Arc::clone(p);
                 Box::pin(async move {
+                    // A token may take a while (or a request of its own through the
+                    // same stack): hold no capacity of the stack below meanwhile.
+                    next.release();
                     let token = p.token().await?;
                     let replay = tusflow_core::middleware::clone_request(&req);
                     req.headers_mut()

@@ -312,6 +312,9 @@ async fn append(mut inner: Next, layer: ChecksumLayer, req: Request) -> Result<R
     let Some(algorithm) = negotiated(&mut inner, &layer, &req).await? else {
         return inner.call(req).await;
     };
+    // The first chunk is read and hashed before anything is sent: hold no capacity of
+    // the stack below meanwhile.
+    inner.release();
     let start = protocol::upload_offset(req.headers())
         .map_err(|_| Error::invalid("an append request without a valid Upload-Offset"))?;
     let (parts, body) = req.into_parts();

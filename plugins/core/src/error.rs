@@ -61,8 +61,9 @@ enum Kind {
     /// The URL store could not be used now: its file is held by another process, or
     /// cannot be written (a full disk).
     Store { what: String },
-    /// An error from a middleware layer that is not a tusflow error.
-    Middleware,
+    /// An error from a middleware layer that is not a tusflow error; `retryable` for
+    /// an overloaded service.
+    Middleware { retryable: bool },
     /// The caller aborted the upload.
     Cancelled { terminated: bool },
     /// A bug: a task panicked, an invariant broke.
@@ -164,15 +165,31 @@ impl Error {
     }
 
     /// An error from a middleware layer. tusflow errors inside it are unwrapped.
+    ///
+    /// The error's source chain is searched: a tusflow error anywhere in it (inside a
+    /// `Buffer`'s `ServiceError`, say) comes back as itself; tower's `Elapsed` (its
+    /// timeout layer) is a timeout and its `Overloaded` (load shedding) a retryable
+    /// middleware error.
     pub fn middleware(err: BoxError) -> Self {
-        match err.downcast::<Error>() {
-            Ok(e) => *e,
-            Err(other) => {
-                let mut e = Error::new(Kind::Middleware);
-                Arc::get_mut(&mut e.inner).expect("fresh").source = Some(Arc::from(other));
-                e
+        let err = match err.downcast::<Error>() {
+            Ok(e) => return *e,
+            Err(other) => other,
+        };
+        let mut retryable = false;
+        let mut cur: Option<&(dyn StdError + 'static)> = Some(err.as_ref());
+        while let Some(e) = cur {
+            if let Some(ours) = e.downcast_ref::<Error>() {
+                return ours.clone();
             }
+            if e.is::<tower::timeout::error::Elapsed>() {
+                return Error::timeout("middleware");
+            }
+            retryable |= e.is::<tower::load_shed::error::Overloaded>();
+            cur = e.source();
         }
+        let mut e = Error::new(Kind::Middleware { retryable });
+        Arc::get_mut(&mut e.inner).expect("fresh").source = Some(Arc::from(err));
+        e
     }
 
     /// A bug in tusflow or a plugin (a task that panicked): neither the caller's input
@@ -259,6 +276,7 @@ impl Error {
         match &self.inner.kind {
             Kind::Transport => !self.is_certificate_error(),
             Kind::Timeout { .. } | Kind::OffsetMismatch { .. } => true,
+            Kind::Middleware { retryable } => *retryable,
             Kind::Status { status, .. } => {
                 status.is_server_error()
                     || matches!(status.as_u16(), 409 | 423 | 460 | 417 | 408 | 429)
@@ -414,7 +432,9 @@ impl Kind {
             Kind::Io { path } => Kind::Io { path: path.clone() },
             Kind::Invalid { what } => Kind::Invalid { what: what.clone() },
             Kind::Store { what } => Kind::Store { what: what.clone() },
-            Kind::Middleware => Kind::Middleware,
+            Kind::Middleware { retryable } => Kind::Middleware {
+                retryable: *retryable,
+            },
             Kind::Cancelled { terminated } => Kind::Cancelled {
                 terminated: *terminated,
             },
@@ -497,7 +517,7 @@ impl fmt::Display for Error {
                 Ok(())
             }
             Kind::Invalid { what } | Kind::Store { what } => f.write_str(what),
-            Kind::Middleware => {
+            Kind::Middleware { .. } => {
                 f.write_str("middleware failed")?;
                 if let Some(src) = &i.source {
                     write!(f, ": {}", chain(src.as_ref()))?;
@@ -609,6 +629,30 @@ mod tests {
         let other: BoxError = "boom".into();
         let e = Error::from(other);
         assert_eq!(e.to_string(), "middleware failed: boom");
+    }
+
+    #[test]
+    fn tower_errors_are_found_in_the_source_chain() {
+        #[derive(Debug)]
+        struct Wrapper(BoxError);
+        impl fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("buffered service failed")
+            }
+        }
+        impl StdError for Wrapper {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(self.0.as_ref())
+            }
+        }
+        let inner: BoxError = Box::new(Error::from_status(StatusCode::LOCKED, b"", None));
+        let e = Error::from(Box::new(Wrapper(inner)) as BoxError);
+        assert_eq!(e.status(), Some(StatusCode::LOCKED));
+        let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
+        assert!(Error::from(elapsed).is_timeout());
+        let shed: BoxError = Box::new(tower::load_shed::error::Overloaded::new());
+        let e = Error::from(shed);
+        assert!(e.is_retryable() && !e.is_timeout(), "{e:?}");
     }
 
     #[test]

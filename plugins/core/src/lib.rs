@@ -17,7 +17,14 @@
 //!   to plugins ([`Endpoint`], [`KnownCapabilities`], [`attempts::RetryCounter`]).
 //!
 //! A stack speaks `http::Request<Body>` in and `http::Response<Bytes>` out, with
-//! [`Error`] as its error, so tower and tower-http layers compose with it unchanged.
+//! [`Error`] as its error, so tower and tower-http layers compose with it. One thing to
+//! know: the core service answers a non-2xx status as an `Err` (with the status), and
+//! so does every layer boundary, so a layer sees only successes as responses. Layers
+//! that classify responses (tower-http's `FollowRedirect`, `Trace`'s status classifier,
+//! a `tower::retry::Policy` that looks at `Ok` responses) see failures as errors, which
+//! tusflow's own retry already handles. A tower user holding a tusflow layer over a
+//! service with another error type gets tusflow's [`Error`] back (any error that
+//! converts into a [`BoxError`] is taken).
 
 pub mod attempts;
 pub mod body;

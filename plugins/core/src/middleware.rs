@@ -42,7 +42,7 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
-use tower::util::BoxService;
+use tower::util::BoxCloneService;
 use tower::{Service, ServiceExt};
 
 use crate::service::{ResponseFuture, error_for_status};
@@ -60,8 +60,13 @@ pub trait Middleware: Clone + Send + Sync + 'static {
 
 /// The inner service as a [`Middleware`] sees it: it speaks [`Request`] to
 /// [`Response`] with [`Error`], non-2xx responses being errors.
+///
+/// It starts out holding the service that `poll_ready` made ready (and so whatever
+/// capacity that reserved: a `ConcurrencyLimit` permit, a `Buffer` slot). A middleware
+/// that waits before its first call (a rate limit, a token refresh, hashing) calls
+/// [`Next::release`] first, so that it holds no capacity while it waits.
 pub struct Next {
-    svc: BoxService<Request, Response, Error>,
+    svc: BoxCloneService<Request, Response, Error>,
 }
 
 impl fmt::Debug for Next {
@@ -72,20 +77,26 @@ impl fmt::Debug for Next {
 
 impl Next {
     /// Wrap `svc` (ready or not; [`Next::call`] waits for readiness).
-    pub fn new<S>(svc: S) -> Self
+    pub(crate) fn new<S>(svc: S) -> Self
     where
-        S: Service<Request, Response = Response> + Send + 'static,
+        S: Service<Request, Response = Response> + Clone + Send + 'static,
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
     {
         Next {
-            svc: BoxService::new(Boundary(svc)),
+            svc: BoxCloneService::new(Boundary(svc)),
         }
     }
 
     /// Send `req` through the inner service once it is ready.
     pub async fn call(&mut self, req: Request) -> Result<Response> {
         self.svc.ready().await?.call(req).await
+    }
+
+    /// Give back the capacity the ready service holds (a fresh clone takes its
+    /// place); the next [`Next::call`] waits for readiness anew.
+    pub fn release(&mut self) {
+        self.svc = self.svc.clone();
     }
 }
 
@@ -119,6 +130,16 @@ impl<M, S> Layered<M, S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<M, S> Service<Request> for Layered<M, S>
@@ -146,14 +167,15 @@ where
 
 /// A tusflow error from any error that converts into a [`BoxError`] (a tusflow error
 /// comes back as itself).
-pub fn into_error(e: impl Into<BoxError>) -> Error {
+pub(crate) fn into_error(e: impl Into<BoxError>) -> Error {
     Error::from(e.into())
 }
 
 /// The boundary between a layer and the one outside it: errors become [`Error`]s and
-/// non-2xx responses errors too ([`error_for_status`]).
+/// non-2xx responses errors too ([`error_for_status`]), named with the request's
+/// operation and URL.
 #[derive(Clone, Debug)]
-pub struct Boundary<S>(pub S);
+pub(crate) struct Boundary<S>(pub(crate) S);
 
 impl<S> Service<Request> for Boundary<S>
 where
@@ -170,14 +192,33 @@ where
     }
 
     fn call(&mut self, req: Request) -> ResponseFuture {
+        let op = req.extensions().get::<crate::Operation>().copied();
+        let uri = req.uri().clone();
         let fut = self.0.call(req);
-        Box::pin(async move { fut.await.map_err(into_error).and_then(error_for_status) })
+        Box::pin(async move {
+            fut.await
+                .map_err(into_error)
+                .and_then(error_for_status)
+                .map_err(|e| {
+                    // An error made here, not by the core service: say what it was about.
+                    if e.operation().is_some() {
+                        return e;
+                    }
+                    let url = reqwest::Url::parse(&uri.to_string())
+                        .map(|u| crate::protocol::redact_url(&u))
+                        .unwrap_or_else(|_| uri.path().to_owned());
+                    match op {
+                        Some(op) => e.with_operation(op).with_url(url),
+                        None => e.with_url(url),
+                    }
+                })
+        })
     }
 }
 
 /// Wraps services in a [`Boundary`].
 #[derive(Clone, Copy, Debug, Default)]
-pub struct BoundaryLayer;
+pub(crate) struct BoundaryLayer;
 
 impl<S> tower::Layer<S> for BoundaryLayer {
     type Service = Boundary<S>;
@@ -197,7 +238,7 @@ pub fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
     parts
 }
 
-/// A copy of a request, to send again (a [`Body`] is cheap to clone and starts over).
+/// A copy of a request, to send again (a [`Body`](crate::Body) is cheap to clone and starts over).
 pub fn clone_request(req: &Request) -> Request {
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = req.method().clone();

@@ -231,6 +231,8 @@ impl Middleware for RateLimitLayer {
             .map(|b| b.lock().unwrap_or_else(|p| p.into_inner()).take(1.0));
         Box::pin(async move {
             if let Some(w) = wait.filter(|w| !w.is_zero()) {
+                // Hold no capacity of the stack below while waiting for the rate.
+                next.release();
                 tokio::time::sleep(w).await;
             }
             next.call(req).await

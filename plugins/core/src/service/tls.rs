@@ -46,10 +46,7 @@ pub(super) fn config(
                 .map_err(|e| Error::invalid(format!("cannot load the system's CAs: {e}")))?,
         )
     } else {
-        Arc::new(
-            rustls_platform_verifier::Verifier::new_with_extra_roots(roots, Arc::clone(&provider))
-                .map_err(|e| Error::invalid(format!("cannot use the extra CA certificate: {e}")))?,
-        )
+        extra_roots_verifier(roots, &provider)?
     };
     let builder = builder
         .dangerous()
@@ -76,6 +73,27 @@ pub(super) fn config(
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The platform's roots and `roots` (not offered on Android by the platform verifier).
+#[cfg(not(target_os = "android"))]
+fn extra_roots_verifier(
+    roots: Vec<CertificateDer<'static>>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ServerCertVerifier>> {
+    let v = rustls_platform_verifier::Verifier::new_with_extra_roots(roots, Arc::clone(provider))
+        .map_err(|e| Error::invalid(format!("cannot use the extra CA certificate: {e}")))?;
+    Ok(Arc::new(v))
+}
+
+#[cfg(target_os = "android")]
+fn extra_roots_verifier(
+    _roots: Vec<CertificateDer<'static>>,
+    _provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ServerCertVerifier>> {
+    Err(Error::invalid(
+        "extra CA certificates are not supported on Android (the platform's store is used)",
+    ))
 }
 
 /// Accepts any certificate (`danger_accept_invalid_certs`); handshake signatures are
