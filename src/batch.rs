@@ -60,7 +60,8 @@ pub struct FileReport {
     pub size: Option<u64>,
     /// The server's offset at the end.
     pub offset: Option<u64>,
-    /// `complete`, `partial` (stopped early), `skipped` (already complete), `failed`.
+    /// `complete`, `partial` (stopped early), `skipped` (already complete), `failed`,
+    /// `unfinished` (stopped in flight when the batch was stopped; resumable).
     pub status: &'static str,
     /// True when a stored or given upload was continued.
     pub resumed: bool,
@@ -75,6 +76,20 @@ pub struct FileReport {
 }
 
 impl FileReport {
+    /// A file whose upload was stopped in flight (the batch was stopped): resumable.
+    pub fn unfinished(path: impl Into<String>) -> Self {
+        FileReport {
+            status: "unfinished",
+            ..FileReport::failed(path, "")
+        }
+        .without_error()
+    }
+
+    fn without_error(mut self) -> Self {
+        self.error = None;
+        self
+    }
+
     /// A file that failed before its upload could start (it could not be listed or
     /// read), with the reason.
     pub fn failed(path: impl Into<String>, error: impl std::fmt::Display) -> Self {
@@ -210,11 +225,14 @@ impl Summary {
     pub fn total(&self) -> u64 {
         self.files + self.unfinished + self.not_started
     }
-}
 
-impl Summary {
     /// Count one file's outcome.
     pub fn add(&mut self, r: &FileReport) {
+        if r.status == "unfinished" {
+            // Stopped in flight: neither ended nor failed.
+            self.unfinished += 1;
+            return;
+        }
         self.files += 1;
         match r.status {
             "complete" => {
@@ -324,8 +342,10 @@ where
                     r
                 }
                 Err(e) if e.is_cancelled() => {
-                    running.remove(&e.id());
-                    summary.unfinished += 1;
+                    let path = running.remove(&e.id()).unwrap_or_default();
+                    let report = FileReport::unfinished(path);
+                    summary.add(&report);
+                    on_done(&report);
                     continue;
                 }
                 Err(e) => task_failed(&mut running, e),

@@ -206,6 +206,7 @@ pub(crate) async fn run_jobs(
                 }
                 "complete" => format!("{}: complete, {size} bytes -> {url}", r.path),
                 "skipped" => format!("{}: already uploaded -> {url}", r.path),
+                "unfinished" => format!("{}: stopped, resumable", r.path),
                 "partial" => format!(
                     "{}: stopped at {} of {size} bytes -> {url}",
                     r.path,

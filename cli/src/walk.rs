@@ -1,6 +1,6 @@
 //! The files a batch names: files, directories (recursively) and globs, found as the
 //! batch goes, a directory at a time, so that memory does not grow with the file count
-//! (but for 16 bytes a file to drop duplicates).
+//! (but for 16 bytes a file, and a little per directory, to drop duplicates).
 
 use std::collections::HashSet;
 use std::hash::BuildHasher;
@@ -51,23 +51,61 @@ fn identity(_m: &std::fs::Metadata) -> (u64, u64) {
     (0, 0)
 }
 
-/// A path found in a walk: itself, the base its relative path is taken from, and the
-/// identities of the directories above it.
-type Found = (PathBuf, PathBuf, Vec<(u64, u64)>);
+/// Which entries of a walk below a glob's base the glob keeps: a file the pattern
+/// matches, and everything below a directory it matches (as the shell's expansion of
+/// the glob, then each directory walked, would give).
+#[derive(Clone)]
+struct Filter {
+    pattern: std::sync::Arc<glob::Pattern>,
+    /// How deep below the base a match can be; `None` with `**`.
+    max_depth: Option<usize>,
+}
+
+impl Filter {
+    fn new(pattern: glob::Pattern, base: &Path) -> Self {
+        let max_depth = (!pattern.as_str().contains("**")).then(|| {
+            let depth = |p: &Path| p.components().count();
+            depth(Path::new(pattern.as_str())).saturating_sub(depth(base))
+        });
+        Filter {
+            pattern: std::sync::Arc::new(pattern),
+            max_depth,
+        }
+    }
+
+    fn matches(&self, path: &Path) -> bool {
+        let options = glob::MatchOptions {
+            require_literal_separator: true,
+            ..glob::MatchOptions::new()
+        };
+        self.pattern.matches_path_with(path, options)
+    }
+}
+
+/// A directory being walked.
+struct Dir {
+    /// What relative paths are taken from.
+    base: PathBuf,
+    /// Its entries still to come, sorted.
+    entries: std::vec::IntoIter<PathBuf>,
+    /// The identities of it and the directories above it in this walk.
+    above: Vec<(u64, u64)>,
+    /// The glob that decides what is kept, if a glob named it.
+    filter: Option<Filter>,
+    /// True when the glob matched it or a directory above it: all below is kept.
+    matched: bool,
+    /// How deep below the base its entries are.
+    depth: usize,
+}
 
 /// What is left to look at.
 enum Pending {
     /// An argument not expanded yet.
     Pattern(String),
-    /// The matches of a glob still to come.
-    Glob { base: PathBuf, paths: glob::Paths },
-    /// The entries of one directory still to come, sorted; with the identities of it
-    /// and the directories above it in this walk.
-    Dir {
-        base: PathBuf,
-        entries: std::vec::IntoIter<PathBuf>,
-        above: Vec<(u64, u64)>,
-    },
+    /// A directory being walked.
+    Dir(Dir),
+    /// The end of a glob's walk: warn if it found nothing since `found` was counted.
+    GlobEnd { pattern: String, found: u64 },
 }
 
 /// A path that could not be listed, with why (the path not repeated).
@@ -85,6 +123,9 @@ pub(crate) struct Walk {
     stack: Vec<Pending>,
     excludes: Vec<glob::Pattern>,
     seen: HashSet<u128>,
+    walked: HashSet<(u64, u64)>,
+    /// Files found so far.
+    found: u64,
     hashers: (std::hash::RandomState, std::hash::RandomState),
 }
 
@@ -116,6 +157,8 @@ impl Walk {
                 .collect(),
             excludes,
             seen: HashSet::new(),
+            walked: HashSet::new(),
+            found: 0,
             hashers: Default::default(),
         })
     }
@@ -132,36 +175,61 @@ impl Walk {
         if excluded {
             return None;
         }
-        let key = (u128::from(self.hashers.0.hash_one(&path)) << 64)
-            | u128::from(self.hashers.1.hash_one(&path));
-        self.seen.insert(key).then_some(Job { path, relpath })
+        // The same file by another name (a symlinked directory, overlapping arguments,
+        // a glob's `**` through a loop) is uploaded once.
+        let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        let key = (u128::from(self.hashers.0.hash_one(&real)) << 64)
+            | u128::from(self.hashers.1.hash_one(&real));
+        let new = self.seen.insert(key);
+        self.found += u64::from(new);
+        new.then_some(Job { path, relpath })
     }
 
-    /// Start walking `dir`, its entries sorted.
+    /// Start walking `dir`, its entries sorted; `parent` is the directory it was found
+    /// in (`None` for an argument).
     fn enter(
         &mut self,
         dir: &Path,
         base: PathBuf,
-        mut above: Vec<(u64, u64)>,
+        parent: Option<(&Dir, bool)>,
     ) -> std::result::Result<(), String> {
-        let meta = std::fs::metadata(dir).map_err(|e| format!("cannot read it: {e}"))?;
+        let listed = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let meta = std::fs::metadata(listed).map_err(|e| format!("cannot read it: {e}"))?;
         let id = identity(&meta);
+        let mut above = parent.map(|(p, _)| p.above.clone()).unwrap_or_default();
         if cfg!(unix) && above.contains(&id) {
             tracing::warn!(path = %dir.display(), "not following a symlink to a directory above it (a loop)");
+            return Ok(());
+        }
+        // A directory reached again (through a symlink, or by overlapping arguments) is
+        // walked once.
+        if cfg!(unix) && !self.walked.insert(id) {
+            tracing::debug!(path = %dir.display(), "already walked");
             return Ok(());
         }
         above.push(id);
         let mut entries = Vec::new();
         let cannot = |e: std::io::Error| format!("cannot list the directory: {e}");
-        for e in std::fs::read_dir(dir).map_err(cannot)? {
-            entries.push(e.map_err(cannot)?.path());
+        for e in std::fs::read_dir(listed).map_err(cannot)? {
+            entries.push(dir.join(e.map_err(cannot)?.file_name()));
         }
         entries.sort();
-        self.stack.push(Pending::Dir {
+        let (filter, matched, depth) = match parent {
+            Some((p, matched)) => (p.filter.clone(), matched, p.depth + 1),
+            None => (None, true, 0),
+        };
+        self.stack.push(Pending::Dir(Dir {
             base,
             entries: entries.into_iter(),
             above,
-        });
+            filter,
+            matched,
+            depth,
+        }));
         Ok(())
     }
 
@@ -178,25 +246,45 @@ impl Iterator for Walk {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let found: Option<Found> = match self.stack.last_mut()? {
+            let dir = match self.stack.last_mut()? {
                 Pending::Pattern(p) => {
                     let p = std::mem::take(p);
                     self.stack.pop();
                     if has_glob(&p) {
-                        match glob::glob(&p) {
-                            Ok(paths) => self.stack.push(Pending::Glob {
-                                base: glob_base(&p),
-                                paths,
-                            }),
+                        let pattern = match glob::Pattern::new(&p) {
+                            Ok(pattern) => pattern,
                             Err(e) => {
                                 return Self::unlisted(Path::new(&p), format!("invalid glob: {e}"));
                             }
+                        };
+                        let base = glob_base(&p);
+                        let filter = Filter::new(pattern, &base);
+                        self.stack.push(Pending::GlobEnd {
+                            pattern: p.clone(),
+                            found: self.found,
+                        });
+                        // The base is walked with the glob as a filter: symlink loops stop
+                        // as in any walk (glob's own `**` would go round them).
+                        let root = Dir {
+                            base: base.clone(),
+                            entries: Vec::new().into_iter(),
+                            above: Vec::new(),
+                            filter: Some(filter),
+                            matched: false,
+                            depth: 0,
+                        };
+                        if let Err(e) = self.enter(&base, base.clone(), Some((&root, false))) {
+                            return Self::unlisted(&base, e);
+                        }
+                        // `enter` counts the base one deeper than its parent.
+                        if let Some(Pending::Dir(d)) = self.stack.last_mut() {
+                            d.depth = 0;
                         }
                         continue;
                     }
                     let path = PathBuf::from(&p);
                     if path.is_dir() {
-                        if let Err(e) = self.enter(&path, path.clone(), Vec::new()) {
+                        if let Err(e) = self.enter(&path, path.clone(), None) {
                             return Self::unlisted(&path, e);
                         }
                         continue;
@@ -212,40 +300,49 @@ impl Iterator for Walk {
                     }
                     return Self::unlisted(&path, "no such file or directory".into());
                 }
-                Pending::Glob { base, paths } => match paths.next() {
-                    None => {
-                        self.stack.pop();
-                        continue;
+                Pending::GlobEnd { pattern, found } => {
+                    if *found == self.found {
+                        tracing::warn!(pattern = %pattern, "matches no file");
                     }
-                    Some(Err(e)) => {
-                        let path = e.path().to_owned();
-                        return Self::unlisted(&path, format!("cannot list it: {}", e.error()));
-                    }
-                    Some(Ok(path)) => Some((path, base.clone(), Vec::new())),
-                },
-                Pending::Dir {
-                    base,
-                    entries,
-                    above,
-                } => match entries.next() {
-                    None => {
-                        self.stack.pop();
-                        continue;
-                    }
-                    Some(path) => Some((path, base.clone(), above.clone())),
-                },
+                    self.stack.pop();
+                    continue;
+                }
+                Pending::Dir(dir) => dir,
             };
-            let Some((path, base, above)) = found else {
+            let Some(path) = dir.entries.next() else {
+                self.stack.pop();
                 continue;
             };
+            let depth = dir.depth + 1;
+            let matched = dir.matched || dir.filter.as_ref().is_some_and(|f| f.matches(&path));
+            let deeper = matched
+                || dir
+                    .filter
+                    .as_ref()
+                    .is_some_and(|f| f.max_depth.is_none_or(|m| depth < m));
+            let base = dir.base.clone();
             // Symlinks are followed to what they name; loops stop at `enter`.
             match std::fs::metadata(&path) {
                 Ok(m) if m.is_dir() => {
-                    if let Err(e) = self.enter(&path, base, above) {
+                    if !deeper {
+                        continue;
+                    }
+                    let Some(Pending::Dir(parent)) = self.stack.pop() else {
+                        unreachable!("the top is this directory");
+                    };
+                    let entered = self.enter(&path, base, Some((&parent, matched)));
+                    // The parent goes back under the child just pushed.
+                    let child = entered.is_ok().then(|| self.stack.pop()).flatten();
+                    self.stack.push(Pending::Dir(parent));
+                    self.stack.extend(child);
+                    if let Err(e) = entered {
                         return Self::unlisted(&path, e);
                     }
                 }
                 Ok(m) if m.is_file() => {
+                    if !matched {
+                        continue;
+                    }
                     if let Some(job) = self.candidate(rel(&path, &base), path) {
                         return Some(Ok(job));
                     }
@@ -312,5 +409,8 @@ mod tests {
         std::os::unix::fs::symlink(".", d.path().join("a/self")).unwrap();
         let w = Walk::new(&[d.path().join("a").to_string_lossy().into_owned()], &[]).unwrap();
         assert_eq!(rels(w), ["b/f"]);
+        // A glob's `**` goes round the loop until the system stops it: still one file.
+        let glob = format!("{}/a/**/*", d.path().display());
+        assert_eq!(rels(Walk::new(&[glob], &[]).unwrap()), ["b/f"]);
     }
 }
