@@ -359,6 +359,11 @@ impl Loaded {
                 .figment
                 .find_metadata(&key)
                 .map(|m| match &m.source {
+                    // Values serialized in code: the defaults, or the flags given.
+                    Some(figment::Source::Code(_)) if m.name.ends_with("::Config") => {
+                        "default".to_owned()
+                    }
+                    Some(figment::Source::Code(_)) => "command line".to_owned(),
                     Some(s) => format!("{} {s}", m.name),
                     None => m.name.to_string(),
                 })
@@ -480,7 +485,11 @@ mod tests {
         assert!(shown.contains("headers.X-Trace = \"on\""), "{shown}");
         assert!(shown.contains("c.toml"), "{shown}");
         assert!(
-            shown.contains("endpoint = \"http://flag/files/\""),
+            shown.contains("endpoint = \"http://flag/files/\"    # command line"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("batch.concurrency = 4    # default"),
             "{shown}"
         );
     }
