@@ -286,3 +286,78 @@ fn a_store_held_by_another_process_is_waited_for_then_a_clear_error() {
     let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     server.assert_stored_file(done["url"].as_str().unwrap(), &file);
 }
+
+/// `--store` names what is there: a FIFO, an empty file or a directory is refused with
+/// its path (exit 2) and left as it was; nothing is created on the server. A new store
+/// is private (0600).
+#[test]
+fn a_store_path_that_is_not_a_store_file_is_refused_and_left_alone() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = make_file(d, "f.bin", 10_000, 3);
+    let status = Command::new("mkfifo").arg(d.join("fifo")).status().unwrap();
+    assert!(status.success());
+    std::fs::write(d.join("empty.redb"), b"").unwrap();
+    std::fs::create_dir(d.join("adir")).unwrap();
+    for (store, what) in [
+        ("fifo", "not a regular file"),
+        ("empty.redb", "an empty file"),
+        ("adir", "a directory"),
+    ] {
+        for args in [
+            vec![
+                "upload",
+                file.to_str().unwrap(),
+                "-e",
+                &server.endpoint,
+                "--store",
+                store,
+            ],
+            vec!["list", "--store", store],
+        ] {
+            let out = tusflow(d).args(&args).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("the store {store} is {what}")),
+                "{args:?}: {stderr}"
+            );
+            assert!(
+                std::fs::symlink_metadata(d.join(store)).is_ok(),
+                "{store} was removed"
+            );
+        }
+    }
+    assert!(
+        std::fs::metadata(d.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert_eq!(std::fs::metadata(d.join("empty.redb")).unwrap().len(), 0);
+    assert_eq!(server.upload_count(), 0, "nothing was created");
+    let out = tusflow(d)
+        .args([
+            "upload",
+            file.to_str().unwrap(),
+            "-e",
+            &server.endpoint,
+            "--store",
+            "new.redb",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(d.join("new.redb"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}

@@ -340,17 +340,37 @@ impl RedbStore {
     }
 }
 
-/// Create the store file, with its tables, if there is none: built under a temporary
-/// name and linked into place, so a process killed while creating it never leaves a
-/// half-written file that every later open would reject. An empty file (from such a
-/// kill in an older version) counts as none.
+/// Create the store file, with its tables, if nothing is at `path`: built under a
+/// temporary name (mode 0600: upload URLs grant write access on many servers) and
+/// linked into place, so a process killed while creating it never leaves a
+/// half-written file that every later open would reject. A regular file is opened as
+/// it is; anything else (a directory, a device such as `/dev/null`, a FIFO, an empty
+/// file) is an error naming the path, and is left alone.
 fn create_atomically(path: &Path) -> Result<()> {
+    let shown = path.display();
     match std::fs::metadata(path) {
-        Ok(m) if m.len() > 0 => return Ok(()),
-        Ok(_) => {
-            let _ = std::fs::remove_file(path);
+        Ok(m) if m.is_file() && m.len() > 0 => return Ok(()),
+        Ok(m) if m.is_file() => {
+            return Err(Error::invalid(format!(
+                "the store {shown} is an empty file, not a tusflow store: remove it or give another --store"
+            )));
         }
-        Err(_) => {}
+        Ok(m) => {
+            let what = if m.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file"
+            };
+            return Err(Error::invalid(format!(
+                "the store {shown} is {what}: give --store the path of a file"
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::store(format!(
+                "the store {shown} cannot be read: {e}"
+            )));
+        }
     }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".new-{}", std::process::id()));
@@ -362,6 +382,11 @@ fn create_atomically(path: &Path) -> Result<()> {
         txn.open_table(UPLOADS)?;
         txn.open_table(BY_SOURCE)?;
         txn.commit()?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        }
         Ok(())
     })();
     let placed = built.map_err(|e| store_error(path, e)).and_then(|()| {
@@ -524,10 +549,9 @@ mod tests {
     }
 
     #[test]
-    fn a_store_is_created_whole_and_an_empty_file_is_replaced() {
+    fn a_store_is_created_whole_and_private() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("u.redb");
-        std::fs::write(&path, b"").unwrap();
         let s = RedbStore::open(&path).unwrap();
         s.add(&UploadRecord::new("fp", "http://h/1")).unwrap();
         assert_eq!(s.list().unwrap().len(), 1);
@@ -536,6 +560,48 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, ["u.redb"], "no temporary file is left");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_store_file_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let mut cases = vec![
+            (empty.clone(), "an empty file"),
+            (sub.clone(), "a directory"),
+        ];
+        #[cfg(unix)]
+        {
+            let fifo = dir.path().join("fifo");
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+            if made.is_ok_and(|s| s.success()) {
+                cases.push((fifo, "not a regular file"));
+            }
+        }
+        for (path, what) in cases {
+            let e = RedbStore::open(&path).unwrap_err();
+            let msg = e.to_string();
+            assert!(e.is_invalid(), "{msg}");
+            assert!(
+                msg.contains(&path.display().to_string()) && msg.contains(what),
+                "{msg}"
+            );
+            assert!(
+                std::fs::symlink_metadata(&path).is_ok(),
+                "{} was removed",
+                path.display()
+            );
+        }
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
     }
 
     #[test]
