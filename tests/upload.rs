@@ -464,3 +464,60 @@ async fn a_batch_reads_its_jobs_as_it_goes_and_stores_every_file() {
         server.assert_stored_file(&url, std::path::Path::new(&path));
     }
 }
+
+/// What is not a regular file is never uploaded as empty: a FIFO and a file that says
+/// it is empty but is not (`/proc`) are read as streams (deferred length) and stored
+/// exactly; a device is refused before anything is created.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_and_a_proc_file_are_streams_and_a_device_is_refused() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let client = client(&server);
+
+    let fifo = dir.path().join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let data = pattern(700_000, 41);
+    let writer = {
+        let (fifo, data) = (fifo.clone(), data.clone());
+        std::thread::spawn(move || std::fs::write(fifo, data).unwrap())
+    };
+    let done = client.uploader(fifo.as_path()).upload().await.unwrap();
+    writer.join().unwrap();
+    assert!(done.complete);
+    assert_eq!((done.offset, done.length), (700_000, Some(700_000)));
+    server.assert_stored(done.url.as_str(), &data);
+
+    let proc_file = std::path::Path::new("/proc/version");
+    assert_eq!(
+        std::fs::metadata(proc_file).unwrap().len(),
+        0,
+        "procfs says 0"
+    );
+    let expected = std::fs::read(proc_file).unwrap();
+    let done = client.uploader(proc_file).upload().await.unwrap();
+    assert!(done.complete && done.offset > 0);
+    server.assert_stored(done.url.as_str(), &expected);
+
+    let before = server.upload_count();
+    let e = client
+        .uploader(std::path::Path::new("/dev/null"))
+        .upload()
+        .await
+        .unwrap_err();
+    assert!(
+        e.is_invalid() && e.to_string().contains("/dev/null is a device"),
+        "{e}"
+    );
+    assert_eq!(
+        server.upload_count(),
+        before,
+        "nothing created for a device"
+    );
+}

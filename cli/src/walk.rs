@@ -298,7 +298,12 @@ impl Iterator for Walk {
                             None => continue,
                         }
                     }
-                    return Self::unlisted(&path, "no such file or directory".into());
+                    let why = if std::fs::symlink_metadata(&path).is_ok() {
+                        "not a regular file (a FIFO, a socket or a device): `tusflow batch` uploads regular files; `tusflow upload PATH` reads a FIFO as a stream"
+                    } else {
+                        "no such file or directory"
+                    };
+                    return Self::unlisted(&path, why.into());
                 }
                 Pending::GlobEnd { pattern, found } => {
                     if *found == self.found {
@@ -348,7 +353,7 @@ impl Iterator for Walk {
                     }
                 }
                 Ok(_) => {
-                    tracing::debug!(path = %path.display(), "not a regular file: left out");
+                    tracing::warn!(path = %path.display(), "left out: not a regular file (a FIFO, a socket or a device)");
                 }
                 // A dangling symlink, or a file gone since it was listed.
                 Err(e) => return Self::unlisted(&path, format!("cannot read it: {e}")),

@@ -361,3 +361,56 @@ fn a_store_path_that_is_not_a_store_file_is_refused_and_left_alone() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }
+
+/// `tusflow upload FIFO` reads it as a stream and stores its bytes; `tusflow batch`
+/// says why it does not take a FIFO, never "no such file".
+#[test]
+fn a_fifo_is_uploaded_as_a_stream_and_batch_says_why_it_skips_one() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(
+        Command::new("mkfifo")
+            .arg(d.join("pipe"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let data = support::pattern(300_000, 5);
+    let writer = {
+        let (path, data) = (d.join("pipe"), data.clone());
+        std::thread::spawn(move || std::fs::write(path, data).unwrap())
+    };
+    let out = tusflow(d)
+        .args([
+            "upload",
+            "pipe",
+            "-e",
+            &server.endpoint,
+            "--no-store",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    writer.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["complete"], true, "{line}");
+    assert_eq!(line["offset"], 300_000, "{line}");
+    server.assert_stored(line["url"].as_str().unwrap(), &data);
+
+    let out = tusflow(d)
+        .args(["batch", "pipe", "-e", &server.endpoint, "--no-store"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("pipe: not a regular file"), "{stderr}");
+    assert!(!stderr.contains("no such file"), "{stderr}");
+}

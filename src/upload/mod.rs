@@ -34,6 +34,7 @@ mod parallel;
 mod progress;
 mod resume;
 mod source;
+mod special;
 
 use append::*;
 use progress::Meter;

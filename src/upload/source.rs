@@ -1,6 +1,7 @@
 //! Sources: a file, bytes, a reader of known length, or a stream; read at any offset
 //! (random access) or one chunk buffered at a time (streams).
 
+use super::special::{BlockingReader, Kind, classify};
 use super::*;
 
 /// How much of a stream source is buffered per `PATCH` when no chunk size is set.
@@ -265,7 +266,22 @@ impl Uploader {
         if let Some(o) = &self.opened {
             return Ok(o.len());
         }
+        let stream = match &self.source.kind {
+            SourceKind::Path(path) => {
+                let path = path.clone();
+                let stream = matches!(classify(&path).await?, Kind::Stream);
+                self.name_file(&path)?;
+                stream
+            }
+            _ => false,
+        };
         let opened = match &mut self.source.kind {
+            SourceKind::Path(path) if stream => {
+                // Not a plain file: its bytes are read to the end, its length sent then.
+                tracing::debug!(path = %path.display(), "not a regular file: read as a stream");
+                let reader = BlockingReader::open(path).await?;
+                Opened::Stream(StreamBuf::new(Box::new(reader), None))
+            }
             SourceKind::Path(path) => {
                 let p = path.clone();
                 let file = tokio::task::spawn_blocking(move || FileSource::open(p))
@@ -274,18 +290,6 @@ impl Uploader {
                 let meta = file.metadata()?;
                 let len = meta.len();
                 self.stamp = Some((len, meta.modified().ok()));
-                if !self.metadata.contains_key("filename")
-                    && let Some(name) = path.file_name()
-                {
-                    self.metadata
-                        .insert("filename", name.to_string_lossy().as_bytes())?;
-                }
-                if !self.metadata.contains_key("filetype") {
-                    let mime = mime_guess::from_path(&*path)
-                        .first_raw()
-                        .unwrap_or("application/octet-stream");
-                    self.metadata.insert("filetype", mime)?;
-                }
                 Opened::Random(Random::File(Arc::new(file)), len)
             }
             SourceKind::Bytes(b) => Opened::Random(Random::Memory(b.clone()), b.len() as u64),
@@ -317,6 +321,23 @@ impl Uploader {
 
     pub(super) fn len(&self) -> Option<u64> {
         self.opened.as_ref().and_then(Opened::len)
+    }
+
+    /// `filename` and `filetype` from the path, unless given.
+    fn name_file(&mut self, path: &Path) -> Result<()> {
+        if !self.metadata.contains_key("filename")
+            && let Some(name) = path.file_name()
+        {
+            self.metadata
+                .insert("filename", name.to_string_lossy().as_bytes())?;
+        }
+        if !self.metadata.contains_key("filetype") {
+            let mime = mime_guess::from_path(path)
+                .first_raw()
+                .unwrap_or("application/octet-stream");
+            self.metadata.insert("filetype", mime)?;
+        }
+        Ok(())
     }
 
     /// Fails when the file changed (size or modification time) since it was opened:
