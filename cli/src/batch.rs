@@ -187,8 +187,9 @@ pub(crate) async fn run_jobs(
             }
             None => println!("{line}"),
         };
+        let path = crate::text::shown(&r.path);
         if let Some(e) = &r.error {
-            eprintln!("tusflow: {}: {e}", r.path);
+            eprintln!("tusflow: {path}: {}", crate::text::shown(e));
         }
         if let Some(file) = &mut report
             && let Err(e) = file.add(r)
@@ -198,21 +199,21 @@ pub(crate) async fn run_jobs(
         if json_out {
             println!("{}", serde_json::to_string(r).expect("a report serializes"));
         } else if !quiet {
-            let url = r.url.as_deref().unwrap_or("-");
+            let url = crate::text::shown(r.url.as_deref().unwrap_or("-"));
             let size = r.size.unwrap_or(0);
             say(match r.status {
                 "complete" if r.resumed => {
-                    format!("{}: complete (resumed), {size} bytes -> {url}", r.path)
+                    format!("{}: complete (resumed), {size} bytes -> {url}", path)
                 }
-                "complete" => format!("{}: complete, {size} bytes -> {url}", r.path),
-                "skipped" => format!("{}: already uploaded -> {url}", r.path),
-                "unfinished" => format!("{}: stopped, resumable", r.path),
+                "complete" => format!("{}: complete, {size} bytes -> {url}", path),
+                "skipped" => format!("{}: already uploaded -> {url}", path),
+                "unfinished" => format!("{}: stopped, resumable", path),
                 "partial" => format!(
                     "{}: stopped at {} of {size} bytes -> {url}",
-                    r.path,
+                    path,
                     r.offset.unwrap_or(0)
                 ),
-                _ => format!("{}: failed", r.path),
+                _ => format!("{}: failed", path),
             });
         }
     };

@@ -12,6 +12,7 @@ mod config;
 mod remote;
 mod stack;
 mod stored;
+mod text;
 mod upload;
 mod walk;
 

@@ -47,7 +47,7 @@ pub(crate) async fn info(
             if v.is_empty() {
                 "(none)".to_owned()
             } else {
-                v.join(", ")
+                crate::text::shown(&v.join(", "))
             }
         };
         println!("versions:            {}", list(&caps.versions));
@@ -152,7 +152,11 @@ pub(crate) async fn status(
             println!("expires:  {e}");
         }
         for (k, v) in metadata {
-            println!("metadata: {k} = {}", v.as_str().unwrap_or_default());
+            println!(
+                "metadata: {} = {}",
+                crate::text::shown(&k),
+                crate::text::shown(v.as_str().unwrap_or_default())
+            );
         }
     }
     Ok(OK)

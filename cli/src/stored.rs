@@ -35,8 +35,8 @@ pub(crate) fn list(store: &StoreArgs, json: bool) -> Result<u8, Failure> {
         } else {
             println!(
                 "{}  {}  {}/{} bytes  {}{}",
-                r.source.as_deref().unwrap_or("(bytes)"),
-                r.url,
+                crate::text::shown(r.source.as_deref().unwrap_or("(bytes)")),
+                crate::text::shown(&r.url),
                 r.offset.map_or("?".into(), |o| o.to_string()),
                 r.length.map_or("?".into(), |l| l.to_string()),
                 human_age(age),

@@ -71,3 +71,81 @@ fn secrets_stay_out_of_logs_errors_json_and_the_report() {
         }
     }
 }
+
+/// User info in the endpoint is Basic credentials, as curl reads it: the server gets
+/// them, and neither `-vvv`, the output, nor the store holds the password (or the
+/// user info at all). Terminal control bytes in a server's metadata are shown escaped.
+#[test]
+fn endpoint_userinfo_is_basic_auth_and_stays_out_of_logs_and_the_store() {
+    let basic = "Basic dXMgZXI6cEBzcw=="; // base64("us er:p@ss")
+    let server = TusServer::start_with(&["--require-header", &format!("authorization={basic}")]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = make_file(d, "f.bin", 200_000, 4);
+    let endpoint = server
+        .endpoint
+        .replacen("http://", "http://us%20er:p%40ss@", 1);
+    let out = Command::new(env!("CARGO_BIN_EXE_tusflow"))
+        .args([
+            "upload", "-vvv", "--json", "--store", "st.redb", "-e", &endpoint,
+        ])
+        .arg(&file)
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    server.assert_stored_file(line["url"].as_str().unwrap(), &file);
+    for secret in ["p%40ss", "p@ss", "us%20er", "dXMgZXI6cEBzcw"] {
+        assert!(!stderr.contains(secret), "{secret} in the log");
+        assert!(!stdout.contains(secret), "{secret} in the output");
+    }
+    let store = std::fs::read(d.join("st.redb")).unwrap();
+    for secret in ["p%40ss", "p@ss", "us%20er"] {
+        assert!(
+            !store.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} in the store"
+        );
+    }
+    // A wrong scheme names the URL without its user info.
+    let out = Command::new(env!("CARGO_BIN_EXE_tusflow"))
+        .args(["upload", "-e", "ftp://us:pw@127.0.0.1/files/"])
+        .arg(&file)
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ftp://127.0.0.1/files/") && !stderr.contains("pw"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn status_shows_control_bytes_in_metadata_escaped() {
+    let server = TusServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(async {
+        let client = tusflow::Client::new(server.endpoint.clone()).unwrap();
+        let mut meta = tusflow::Metadata::new();
+        meta.insert("filename", "\u{1b}]52;c;aGk=\u{7}evil\u{1b}[2J")
+            .unwrap();
+        client.create(Some(10), &meta).await.unwrap().url
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_tusflow"))
+        .args(["status", url.as_str()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        !out.stdout.contains(&0x1b) && !out.stdout.contains(&0x07),
+        "raw control bytes"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\\u{1b}]52;c;aGk=\\u{7}evil"), "{stdout}");
+}

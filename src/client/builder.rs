@@ -238,10 +238,29 @@ impl ClientBuilder {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let endpoint = self
+        let mut endpoint = self
             .endpoint
             .map(|e| parse_http_url("endpoint", &e))
             .transpose()?;
+        let mut headers = self.headers;
+        // User info in the endpoint is Basic credentials, as curl reads it (an
+        // Authorization header given wins); it never stays in the URL, which is shown
+        // in logs and kept in the store.
+        if let Some((user, password)) = endpoint.as_mut().and_then(take_userinfo) {
+            if headers.contains_key(http::header::AUTHORIZATION) {
+                tracing::debug!(
+                    "the endpoint's user info is not used: an Authorization header is set"
+                );
+            } else {
+                let encoded =
+                    crate::core::protocol::base64_encode(format!("{user}:{password}").as_bytes());
+                let mut v = HeaderValue::try_from(format!("Basic {encoded}")).map_err(|_| {
+                    Error::invalid("the endpoint's user info is not a valid credential")
+                })?;
+                v.set_sensitive(true);
+                headers.insert(http::header::AUTHORIZATION, v);
+            }
+        }
         let stack = match self.transport {
             Some(t) => t,
             None => BoxCloneSyncService::new(self.service.build()?),
@@ -254,7 +273,7 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoint,
-                headers: RwLock::new(Arc::new(self.headers)),
+                headers: RwLock::new(Arc::new(headers)),
                 stack,
                 resume,
                 learned: Learned::default(),

@@ -74,7 +74,7 @@ impl fmt::Debug for Client {
 
 /// Parse an `http` or `https` URL; the error names `what` and the URL (without query).
 pub fn parse_http_url(what: &str, text: &str) -> Result<Url> {
-    let shown = text.split('?').next().unwrap_or_default();
+    let shown = without_secrets(text);
     let url = Url::parse(text.trim())
         .map_err(|e| Error::invalid(format!("invalid {what} {shown:?}: {e}")))?;
     match url.scheme() {
@@ -83,6 +83,54 @@ pub fn parse_http_url(what: &str, text: &str) -> Result<Url> {
             "invalid {what} {shown:?}: expected an http:// or https:// URL"
         ))),
     }
+}
+
+/// `text` (a URL, maybe invalid) fit to show: no query, no user info.
+fn without_secrets(text: &str) -> String {
+    let text = text.split('?').next().unwrap_or_default();
+    match text.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            format!("{scheme}://{host}{path}")
+        }
+        None => text.to_owned(),
+    }
+}
+
+/// Take the user info out of `url`, as `(user, password)` percent-decoded.
+pub(crate) fn take_userinfo(url: &mut Url) -> Option<(String, String)> {
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |s: &str| {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match (
+                b[i],
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                (b'%', Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                }
+                (c, _, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let user = decode(url.username());
+    let password = decode(url.password().unwrap_or(""));
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    Some((user, password))
 }
 
 /// A new upload.
