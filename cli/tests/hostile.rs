@@ -18,6 +18,9 @@ enum Answer {
     Hang,
     /// A 200 whose chunked body never ends.
     Endless,
+    /// Write these bytes as soon as the request head is read, before its body, and
+    /// keep the connection a while.
+    Early(String),
 }
 
 /// What was asked: the method, the request's `Upload-Offset`, every header line.
@@ -99,8 +102,15 @@ fn handle(
         }
         asked.headers.push(lower);
     }
+    let answer = script(&asked, port);
+    if let Answer::Early(bytes) = &answer {
+        conn.write_all(bytes.as_bytes())?;
+        std::thread::sleep(Duration::from_secs(2));
+        return Ok(());
+    }
     std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink())?;
-    match script(&asked, port) {
+    match answer {
+        Answer::Early(_) => unreachable!("answered above"),
         Answer::Raw(bytes) => conn.write_all(bytes.as_bytes())?,
         Answer::Hang => std::thread::sleep(Duration::from_secs(60)),
         Answer::Endless => {
@@ -277,6 +287,19 @@ fn every_hostile_case_is_a_clear_error_with_exit_code_1() {
             &[],
             "stall timeout",
         ),
+        (
+            "a 409, and the upload already at its end (a URL given to two files)",
+            Arc::new(|a: &Asked, p: u16| match a.method.as_str() {
+                "PATCH" => tus("409 Conflict", ""),
+                "HEAD" => tus(
+                    "200 OK",
+                    "Upload-Offset: 100000\r\nUpload-Length: 100000\r\n",
+                ),
+                _ => normal(a, p),
+            }),
+            &[],
+            "though every try of it was refused",
+        ),
     ];
     let mut tried = 0;
     for (name, script, extra, needle) in cases {
@@ -293,7 +316,7 @@ fn every_hostile_case_is_a_clear_error_with_exit_code_1() {
         assert!(err.len() < 8192, "{name}: {} bytes of errors", err.len());
         tried += 1;
     }
-    assert_eq!(tried, 13);
+    assert_eq!(tried, 14);
 }
 
 #[test]
@@ -367,4 +390,33 @@ fn credentials_never_go_to_an_origin_the_server_names() {
     );
     let headers = seen.lock().unwrap().clone();
     assert!(headers.iter().any(|h| h.contains("s3cr3t")), "{headers:?}");
+}
+
+/// A success that acknowledges bytes the client never finished sending (answered
+/// right after the request head, before the body was read) is a protocol error, never
+/// "complete".
+#[test]
+fn an_acknowledgement_before_the_body_was_read_is_not_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    let size = 64u64 << 20;
+    let f = std::fs::File::create(&file).unwrap();
+    f.set_len(size).unwrap();
+    let early = Answer::Early(format!(
+        "HTTP/1.1 204 No Content\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: {size}\r\n\r\n"
+    ));
+    let port = serve(Arc::new(move |a: &Asked, p: u16| match a.method.as_str() {
+        "PATCH" => early.clone(),
+        "POST" => tus(
+            "201 Created",
+            &format!("Location: http://127.0.0.1:{p}/files/1\r\n"),
+        ),
+        _ => normal(a, p),
+    }));
+    let out = upload(port, &file, &[], "early acknowledgement");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!stdout.contains("complete"), "{stdout}");
+    assert!(err.contains("it answered before reading them"), "{err}");
 }

@@ -263,10 +263,11 @@ async fn watchdog(clock: &Clock, stall: Duration) {
     }
 }
 
-/// A body that ticks the clock on every frame it hands out.
+/// A body that ticks the clock on every frame it hands out, and counts its bytes.
 struct Ticking {
     inner: Body,
     clock: Arc<Clock>,
+    sent: Arc<AtomicU64>,
 }
 
 impl http_body::Body for Ticking {
@@ -278,8 +279,11 @@ impl http_body::Body for Ticking {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>>>> {
         let res = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(_))) = &res {
+        if let Poll::Ready(Some(Ok(frame))) = &res {
             self.clock.tick();
+            if let Some(data) = frame.data_ref() {
+                self.sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
         }
         res
     }
@@ -331,13 +335,21 @@ async fn send(
         base: Instant::now(),
         last: AtomicU64::new(0),
     });
+    // Where the bytes of this request start in the upload (a creation starts at 0).
+    let start = match op {
+        Some(Operation::Append) => protocol::upload_offset(&parts.headers).ok(),
+        Some(Operation::Create) => Some(0),
+        _ => None,
+    };
     let mut rreq = reqwest::Request::new(parts.method, url);
     *rreq.headers_mut() = parts.headers;
     *rreq.version_mut() = parts.version;
+    let sent = Arc::new(AtomicU64::new(0));
     if len > 0 {
         *rreq.body_mut() = Some(reqwest::Body::wrap(Ticking {
             inner: body,
             clock: Arc::clone(&clock),
+            sent: Arc::clone(&sent),
         }));
     }
 
@@ -376,6 +388,23 @@ async fn send(
         _ = watchdog(&clock, shared.stall_timeout) => Err(Error::timeout("stall")),
     };
     let resp = result.map_err(annotate)?;
+    // The client knows what it handed over: a success that acknowledges more than that
+    // came before the body was read (or was queued on the connection), and says
+    // nothing about what the server stored.
+    if let (Some(start), true) = (start, resp.status().is_success())
+        && let Ok(acked) = protocol::upload_offset(resp.headers())
+    {
+        let sent = sent.load(Ordering::Relaxed);
+        // (With the whole body handed over, a larger offset is the driver's mismatch.)
+        if sent < len && acked > start.saturating_add(sent) {
+            return Err(annotate(Error::protocol(
+                "Upload-Offset",
+                format!(
+                    "the server acknowledged offset {acked}, but only {sent} bytes from offset {start} were sent: it answered before reading them"
+                ),
+            )));
+        }
+    }
     tracing::trace!(
         operation = op.map(Operation::as_str),
         status = resp.status().as_u16(),

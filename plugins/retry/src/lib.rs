@@ -206,6 +206,14 @@ fn retryable(op: Option<Operation>, err: &Error) -> bool {
     !append_only || op == Some(Operation::Append)
 }
 
+/// True when the server refused the request outright, so nothing of it was applied: a
+/// 4xx status (but 408, which a timeout layer on the client's side answers while the
+/// request may be on its way).
+fn refused(err: &Error) -> bool {
+    err.status()
+        .is_some_and(|s| s.is_client_error() && s != http::StatusCode::REQUEST_TIMEOUT)
+}
+
 /// Counts tries: in a row without progress, and in all.
 struct Attempts<'a> {
     policy: &'a Backoff,
@@ -278,11 +286,15 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
     let declares_length = template.parts.headers.contains_key(header::UPLOAD_LENGTH);
     let mut from = start;
     let mut req = first;
+    // True once a try may have reached the server and been applied: only then can a
+    // server at the end mean "it landed, only the answer was lost".
+    let mut may_have_landed = false;
     loop {
         let err = match inner.call(req).await {
             Ok(r) => return Ok(r),
             Err(e) => e,
         };
+        may_have_landed |= !refused(&err);
         if !tries.again(op, &err, &counted).await {
             return Err(err);
         }
@@ -309,6 +321,19 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
             from = offset;
             req = template.append_from(start, offset);
             continue;
+        }
+        if offset >= end && !may_have_landed {
+            let url = tusflow_core::Url::parse(&template.parts.uri.to_string())
+                .map(|u| protocol::redact_url(&u))
+                .unwrap_or_default();
+            return Err(Error::protocol(
+                "Upload-Offset",
+                format!(
+                    "the server is at offset {offset}, past this append's end ({end}), though every try of it was refused: these bytes are not what it holds (another upload at the same URL?)"
+                ),
+            )
+            .with_operation(Operation::Append)
+            .with_url(url));
         }
         if offset >= end {
             // The append went through; only its answer was lost.
