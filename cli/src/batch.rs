@@ -249,13 +249,25 @@ pub(crate) async fn run_jobs(
         }))?;
     }
     if interrupted {
-        let args: Vec<String> = std::env::args().collect();
-        eprintln!(
-            "tusflow: interrupted: {} files done, {} stopped in flight; unfinished uploads are stored. To continue, run:\n  {}",
-            summary.complete + summary.skipped,
-            summary.unfinished,
-            args.join(" ")
-        );
+        let done = summary.complete + summary.skipped;
+        use crate::config::StoreKind;
+        if matches!(
+            loaded.config.store.kind,
+            StoreKind::None | StoreKind::Memory
+        ) {
+            eprintln!(
+                "tusflow: interrupted: {done} files done, {} stopped in flight; with no store on disk, a run again starts the unfinished ones over",
+                summary.unfinished
+            );
+        } else {
+            // `--force` would start every file over: the continuation goes without it.
+            let args: Vec<String> = std::env::args().filter(|a| a != "--force").collect();
+            eprintln!(
+                "tusflow: interrupted: {done} files done, {} stopped in flight; unfinished uploads are stored. To continue, run:\n  {}",
+                summary.unfinished,
+                crate::text::shown(&args.join(" "))
+            );
+        }
         return Ok(FAILED);
     }
     Ok(if summary.failed > 0 { FAILED } else { OK })

@@ -390,3 +390,59 @@ async fn ctrl_c_stops_cleanly_and_says_how_to_continue() {
     );
     assert!(t["skipped"].as_u64().unwrap() >= 1, "{t}");
 }
+
+/// After Ctrl-C the message is true to the run: without a store on disk it does not
+/// claim the unfinished uploads are kept; with one, the command to continue drops
+/// `--force` (which would start every file over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_says_what_a_run_again_does() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    mib_files(&dir.path().join("in"), 20);
+    for (store, needle) in [
+        (
+            "--no-store",
+            "with no store on disk, a run again starts the unfinished ones over",
+        ),
+        ("--force", "To continue, run:"),
+    ] {
+        let args = [
+            "batch",
+            "-e",
+            server.endpoint.as_str(),
+            "--concurrency",
+            "2",
+            "--rate-limit",
+            "4MB/s",
+            "--quiet",
+            store,
+            "in",
+        ];
+        let before = server
+            .stored_sizes()
+            .iter()
+            .filter(|s| **s == 1 << 20)
+            .count();
+        let mut child = tusflow(dir.path(), &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_stored_files(&server, before + 2, &mut child).await;
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(needle), "{store}: {err}");
+        assert!(!err.contains("--force"), "{store}: {err}");
+        if store == "--no-store" {
+            assert!(!err.contains("are stored"), "{err}");
+        }
+    }
+}

@@ -438,9 +438,24 @@ pub fn error_for_status(resp: Response<Bytes>) -> Result<Response<Bytes>> {
 /// itself.
 fn from_reqwest(e: reqwest::Error) -> Error {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(err) = cur {
+    while let Some(mut err) = cur {
         if let Some(ours) = err.downcast_ref::<Error>() {
             return ours.clone();
+        }
+        // An io::Error hides what it wraps from `source()`.
+        while let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            err = inner;
+        }
+        if let Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) =
+            err.downcast_ref::<rustls::Error>()
+        {
+            // Not a network fault: trying again gets the same answer.
+            return Error::invalid(
+                "the server answered plain HTTP on a TLS connection: use http:// for it, not https://",
+            );
         }
         cur = err.source();
     }
@@ -592,6 +607,30 @@ mod tests {
         assert!(err.is_timeout(), "{err}");
         assert!(err.to_string().contains("stall timeout"), "{err}");
         keep.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn https_to_a_plain_http_server_says_so_and_is_not_retried() {
+        // A plain HTTP server: it answers whatever arrives (a TLS hello) in HTTP.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}/files/", l.local_addr().unwrap());
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        });
+        let svc = TusService::builder().build().unwrap();
+        let err = svc
+            .oneshot(request(Operation::Discover, &url))
+            .await
+            .unwrap_err();
+        let _ = h.join();
+        assert!(
+            err.to_string().contains("plain HTTP on a TLS connection"),
+            "{err}"
+        );
+        assert!(!err.is_retryable(), "{err:?}");
     }
 
     #[tokio::test]
