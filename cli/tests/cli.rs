@@ -268,3 +268,38 @@ fn checksum_rate_limit_and_retries_flags() {
         assert!(stderr(&out).contains(needle), "{}", stderr(&out));
     }
 }
+
+/// A header that frames a request or carries the tus protocol cannot be a default
+/// header (`-H`): it would corrupt the request, or the next one on a kept-alive
+/// connection. A clear error naming it, exit 2, and nothing created.
+#[test]
+fn framing_and_tus_headers_are_refused_as_default_headers() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = make_file(dir.path(), "f.bin", 1000, 1);
+    let path = file.to_str().unwrap();
+    for header in [
+        "Content-Length: 5",
+        "Transfer-Encoding: chunked",
+        "Host: evil.example",
+        "Upload-Offset: 7",
+    ] {
+        let out = tusflow(&[
+            "upload",
+            "-e",
+            &server.endpoint,
+            "-H",
+            header,
+            "--no-store",
+            path,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{header}: {err}");
+        let name = header.split(':').next().unwrap().to_ascii_lowercase();
+        assert!(
+            err.contains(&format!("the header {name} cannot be a default header")),
+            "{header}: {err}"
+        );
+    }
+    assert_eq!(server.upload_count(), 0, "nothing was created");
+}

@@ -69,6 +69,7 @@ impl ClientBuilder {
         V: TryInto<HeaderValue>,
     {
         match (name.try_into(), value.try_into()) {
+            (Ok(n), _) if is_reserved_header(&n) => self.fail(reserved_error(&n)),
             (Ok(n), Ok(v)) => {
                 let v = mark(&n, v);
                 self.headers.insert(n, v);
@@ -83,6 +84,10 @@ impl ClientBuilder {
     pub fn headers(mut self, headers: HeaderMap) -> Self {
         for (n, v) in headers {
             if let Some(n) = n {
+                if is_reserved_header(&n) {
+                    self.fail(reserved_error(&n));
+                    continue;
+                }
                 let v = mark(&n, v);
                 self.headers.insert(n, v);
             }

@@ -85,6 +85,35 @@ pub fn parse_http_url(what: &str, text: &str) -> Result<Url> {
     }
 }
 
+/// Headers that frame a request or carry the tus protocol: tusflow sets them for each
+/// request, and a default value would corrupt the request (or the next one on a
+/// kept-alive connection).
+pub fn is_reserved_header(name: &HeaderName) -> bool {
+    const RESERVED: [&str; 14] = [
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "content-type",
+        "upload-offset",
+        "upload-length",
+        "upload-defer-length",
+        "upload-concat",
+        "x-http-method-override",
+    ];
+    RESERVED.contains(&name.as_str())
+}
+
+pub(crate) fn reserved_error(name: &HeaderName) -> Error {
+    Error::invalid(format!(
+        "the header {name} cannot be a default header: tusflow sets it for each request (it frames the request or carries the tus protocol)"
+    ))
+}
+
 /// `text` (a URL, maybe invalid) fit to show: no query, no user info.
 fn without_secrets(text: &str) -> String {
     let text = text.split('?').next().unwrap_or_default();
@@ -232,6 +261,10 @@ impl Client {
         let mut merged = HeaderMap::clone(&guard);
         for (n, v) in headers {
             if let Some(n) = n {
+                if is_reserved_header(&n) {
+                    tracing::warn!("{}", reserved_error(&n));
+                    continue;
+                }
                 let v = mark(&n, v);
                 merged.insert(n, v);
             }
