@@ -76,35 +76,31 @@ pub struct FileReport {
 }
 
 impl FileReport {
-    /// A file whose upload was stopped in flight (the batch was stopped): resumable.
-    pub fn unfinished(path: impl Into<String>) -> Self {
+    /// A file that never got as far as an upload, with `status` and `error`.
+    fn bare(path: String, status: &'static str, error: Option<String>) -> Self {
         FileReport {
-            status: "unfinished",
-            ..FileReport::failed(path, "")
+            path,
+            url: None,
+            size: None,
+            offset: None,
+            status,
+            resumed: false,
+            attempts: 0,
+            complete: false,
+            seconds: 0.0,
+            error,
         }
-        .without_error()
     }
 
-    fn without_error(mut self) -> Self {
-        self.error = None;
-        self
+    /// A file whose upload was stopped in flight (the batch was stopped): resumable.
+    pub fn unfinished(path: impl Into<String>) -> Self {
+        Self::bare(path.into(), "unfinished", None)
     }
 
     /// A file that failed before its upload could start (it could not be listed or
     /// read), with the reason.
     pub fn failed(path: impl Into<String>, error: impl std::fmt::Display) -> Self {
-        FileReport {
-            path: path.into(),
-            url: None,
-            size: None,
-            offset: None,
-            status: "failed",
-            resumed: false,
-            attempts: 0,
-            complete: false,
-            seconds: 0.0,
-            error: Some(error.to_string()),
-        }
+        Self::bare(path.into(), "failed", Some(error.to_string()))
     }
 }
 

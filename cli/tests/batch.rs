@@ -32,6 +32,18 @@ fn mib_files(dir: &Path, n: u64) {
 }
 
 /// Wait until the server holds `n` complete 1 MiB uploads, while `batch` still runs.
+/// Ctrl-C: SIGINT to the batch this test started; its output once it ends.
+async fn ctrl_c(child: std::process::Child) -> std::process::Output {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
 async fn wait_for_stored_files(server: &TusServer, n: usize, batch: &mut std::process::Child) {
     while server
         .stored_sizes()
@@ -352,15 +364,7 @@ async fn ctrl_c_stops_cleanly_and_says_how_to_continue() {
         .spawn()
         .unwrap();
     wait_for_stored_files(&server, 5, &mut child).await;
-    // Ctrl-C: SIGINT to the process this test started.
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = ctrl_c(child).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("To continue, run:"),
@@ -429,14 +433,7 @@ async fn ctrl_c_says_what_a_run_again_does() {
             .spawn()
             .unwrap();
         wait_for_stored_files(&server, before + 2, &mut child).await;
-        let status = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-            .await
-            .unwrap();
+        let out = ctrl_c(child).await;
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains(needle), "{store}: {err}");

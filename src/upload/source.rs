@@ -266,32 +266,30 @@ impl Uploader {
         if let Some(o) = &self.opened {
             return Ok(o.len());
         }
-        let stream = match &self.source.kind {
-            SourceKind::Path(path) => {
-                let path = path.clone();
-                let stream = matches!(classify(&path).await?, Kind::Stream);
-                self.name_file(&path)?;
-                stream
+        // A path is classified and, when it is a plain file, opened in one blocking step.
+        let mut file = None;
+        if let SourceKind::Path(path) = &self.source.kind {
+            let path = path.clone();
+            if let Kind::File(f) = classify(&path).await? {
+                file = Some(f);
             }
-            _ => false,
-        };
+            self.name_file(&path)?;
+        }
         let opened = match &mut self.source.kind {
-            SourceKind::Path(path) if stream => {
-                // Not a plain file: its bytes are read to the end, its length sent then.
-                tracing::debug!(path = %path.display(), "not a regular file: read as a stream");
-                let reader = BlockingReader::open(path).await?;
-                Opened::Stream(StreamBuf::new(Box::new(reader), None))
-            }
-            SourceKind::Path(path) => {
-                let p = path.clone();
-                let file = tokio::task::spawn_blocking(move || FileSource::open(p))
-                    .await
-                    .map_err(|e| Error::io(Some(path), std::io::Error::other(e)))??;
-                let meta = file.metadata()?;
-                let len = meta.len();
-                self.stamp = Some((len, meta.modified().ok()));
-                Opened::Random(Random::File(Arc::new(file)), len)
-            }
+            SourceKind::Path(path) => match file {
+                None => {
+                    // Not a plain file: its bytes are read to the end, its length sent then.
+                    tracing::debug!(path = %path.display(), "not a regular file: read as a stream");
+                    let reader = BlockingReader::open(path).await?;
+                    Opened::Stream(StreamBuf::new(Box::new(reader), None))
+                }
+                Some(file) => {
+                    let meta = file.metadata()?;
+                    let len = meta.len();
+                    self.stamp = Some((len, meta.modified().ok()));
+                    Opened::Random(Random::File(Arc::new(file)), len)
+                }
+            },
             SourceKind::Bytes(b) => Opened::Random(Random::Memory(b.clone()), b.len() as u64),
             SourceKind::Reader { reader, len } => {
                 let reader = reader

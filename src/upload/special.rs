@@ -11,14 +11,14 @@ use super::*;
 
 /// What a path given as a source is.
 pub(super) enum Kind {
-    /// A regular file with bytes, or a truly empty one.
-    File,
+    /// A regular file with bytes, or a truly empty one: opened.
+    File(FileSource),
     /// Read it to its end: its length is not known in advance.
     Stream,
 }
 
-/// How a path is uploaded, decided without opening it (opening a FIFO waits for a
-/// writer): a device or a directory is an error naming it.
+/// How a path is uploaded, decided before opening it (opening a FIFO waits for a
+/// writer), and a plain file opened: a device or a directory is an error naming it.
 pub(super) async fn classify(path: &Path) -> Result<Kind> {
     let p = path.to_owned();
     blocking(move || {
@@ -26,13 +26,17 @@ pub(super) async fn classify(path: &Path) -> Result<Kind> {
         let ft = meta.file_type();
         if ft.is_file() {
             if meta.len() > 0 {
-                return Ok(Kind::File);
+                return Ok(Kind::File(FileSource::open(&p)?));
             }
             // Empty by its size: `/proc` and `/sys` files say so and still have bytes.
             let mut f = std::fs::File::open(&p).map_err(|e| Error::io(Some(&p), e))?;
             let mut one = [0u8; 1];
             let n = f.read(&mut one).map_err(|e| Error::io(Some(&p), e))?;
-            return Ok(if n == 0 { Kind::File } else { Kind::Stream });
+            return if n == 0 {
+                Ok(Kind::File(FileSource::open(&p)?))
+            } else {
+                Ok(Kind::Stream)
+            };
         }
         if ft.is_dir() {
             return Err(Error::invalid(format!(

@@ -1,6 +1,6 @@
 //! Counting retries per upload: the driver puts a [`RetryCounter`] in the extensions of
 //! every request of an upload, and the retry middleware adds to it
-//! ([`RetryCounter::record`]). Being a request extension, it travels with the request
+//! ([`RetryCounter::add`]). Being a request extension, it travels with the request
 //! through any layer, `tower::buffer::Buffer`'s worker task included.
 
 use std::future::Future;
@@ -19,10 +19,15 @@ impl RetryCounter {
         Self::default()
     }
 
+    /// Note one retry.
+    pub fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Note one retry of `req`, if its upload is counted.
     pub fn record(req: &Request) {
         if let Some(c) = req.extensions().get::<RetryCounter>() {
-            c.0.fetch_add(1, Ordering::Relaxed);
+            c.add();
         }
     }
 

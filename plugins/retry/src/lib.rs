@@ -163,11 +163,6 @@ impl Template {
         Request::from_parts(parts, Body::empty())
     }
 
-    /// What a retry is counted against.
-    fn counted(&self) -> Request {
-        Request::from_parts(clone_parts(&self.parts), Body::empty())
-    }
-
     /// The append again, from `offset` (the window start moves; nothing is re-read).
     fn append_from(&self, start: u64, offset: u64) -> Request {
         let mut parts = clone_parts(&self.parts);
@@ -219,11 +214,13 @@ struct Attempts<'a> {
     policy: &'a Backoff,
     streak: u32,
     total: u32,
+    /// The upload's counter, when the driver counts retries.
+    counter: Option<RetryCounter>,
 }
 
 impl Attempts<'_> {
     /// After a failed try: wait and return true when another try is allowed.
-    async fn again(&mut self, op: Option<Operation>, err: &Error, counted: &Request) -> bool {
+    async fn again(&mut self, op: Option<Operation>, err: &Error) -> bool {
         if !retryable(op, err)
             || self.streak >= self.policy.max_attempts
             || self.total >= self.policy.max_total_attempts
@@ -239,7 +236,9 @@ impl Attempts<'_> {
             "retrying"
         );
         tokio::time::sleep(delay).await;
-        RetryCounter::record(counted);
+        if let Some(c) = &self.counter {
+            c.add();
+        }
         self.streak += 1;
         self.total += 1;
         true
@@ -249,18 +248,18 @@ impl Attempts<'_> {
 async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Response> {
     let op = req.extensions().get::<Operation>().copied();
     let (template, first) = Template::new(req);
-    let counted = template.counted();
     let mut tries = Attempts {
         policy: &policy,
         streak: 1,
         total: 1,
+        counter: template.parts.extensions.get::<RetryCounter>().cloned(),
     };
     if op != Some(Operation::Append) {
         let mut req = first;
         loop {
             match inner.call(req).await {
                 Ok(r) => return Ok(r),
-                Err(e) if tries.again(op, &e, &counted).await => {
+                Err(e) if tries.again(op, &e).await => {
                     req = template.request();
                     // A creation that carried bytes (creation-with-upload) is tried
                     // again without them: an upload that can be resumed is worth
@@ -295,7 +294,7 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
             Err(e) => e,
         };
         may_have_landed |= !refused(&err);
-        if !tries.again(op, &err, &counted).await {
+        if !tries.again(op, &err).await {
             return Err(err);
         }
         // Where is the server now? Ask until it answers, within the same budget.
@@ -305,7 +304,7 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
                     let known = resp.headers().contains_key(header::UPLOAD_LENGTH);
                     break (protocol::upload_offset(resp.headers())?, known);
                 }
-                Err(e) if tries.again(Some(Operation::Offset), &e, &counted).await => {}
+                Err(e) if tries.again(Some(Operation::Offset), &e).await => {}
                 Err(e) => return Err(e),
             }
         };
