@@ -35,7 +35,6 @@ mod policy;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::HeaderValue;
 use tower::Layer;
 use tusflow_core::attempts::RetryCounter;
@@ -298,11 +297,11 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
             return Err(err);
         }
         // Where is the server now? Ask until it answers, within the same budget.
-        let (offset, length_known) = loop {
+        let (offset, length_known, head) = loop {
             match inner.call(template.offset_request()).await {
                 Ok(resp) => {
                     let known = resp.headers().contains_key(header::UPLOAD_LENGTH);
-                    break (protocol::upload_offset(resp.headers())?, known);
+                    break (protocol::upload_offset(resp.headers())?, known, resp);
                 }
                 Err(e) if tries.again(Some(Operation::Offset), &e).await => {}
                 Err(e) => return Err(e),
@@ -335,13 +334,10 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
             .with_url(url));
         }
         if offset >= end {
-            // The append went through; only its answer was lost.
+            // The append went through; only its answer was lost. The server's own
+            // answer says so: the `HEAD`'s, with its `Upload-Offset`.
             tracing::debug!(offset, "append was complete after all");
-            return Ok(http::Response::builder()
-                .status(http::StatusCode::NO_CONTENT)
-                .header(header::UPLOAD_OFFSET, offset)
-                .body(Bytes::new())
-                .expect("valid response"));
+            return Ok(head);
         }
         if offset > from {
             // Progress: a fresh run of tries.

@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use http::StatusCode;
 use tower::ServiceExt;
 use tusflow_core::{Body, Error, Operation, Request, Response, Stack};
