@@ -73,6 +73,11 @@ pub struct FileReport {
     pub seconds: f64,
     /// What went wrong.
     pub error: Option<String>,
+    /// True when it failed because the endpoint cannot be reached
+    /// ([`Error::is_unreachable`]): the batch says that once, in
+    /// [`Summary::unreachable`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unreachable: bool,
 }
 
 impl FileReport {
@@ -89,6 +94,7 @@ impl FileReport {
             complete: false,
             seconds: 0.0,
             error,
+            unreachable: false,
         }
     }
 
@@ -134,6 +140,7 @@ async fn one(client: &Client, job: &Job, opts: &Options, on_start: Option<&OnSta
         complete: false,
         seconds: 0.0,
         error: None,
+        unreachable: false,
     };
     let result: Result<()> = async {
         let mut meta = opts.metadata.clone();
@@ -186,6 +193,7 @@ async fn one(client: &Client, job: &Job, opts: &Options, on_start: Option<&OnSta
     .await;
     if let Err(e) = result {
         report.error = Some(e.to_string());
+        report.unreachable = e.is_unreachable();
     }
     report.seconds = started.elapsed().as_secs_f64();
     report
@@ -214,6 +222,9 @@ pub struct Summary {
     /// Files read but not started because the batch was stopped (the files a stop left
     /// unread are not counted: a stop does not wait for the rest of a walk).
     pub not_started: u64,
+    /// Why the batch stopped starting files: the endpoint cannot be reached (the
+    /// error, said once for the files that failed of it).
+    pub unreachable: Option<String>,
 }
 
 impl Summary {
@@ -320,6 +331,14 @@ where
                 };
                 summary.add(&report);
                 on_done(&report);
+                // An endpoint that never answered is down for every file: the files
+                // in flight fail at their next request, and no more start.
+                if summary.unreachable.is_none()
+                    && let Some(e) = client.learned().down()
+                {
+                    summary.unreachable = Some(e.to_string());
+                    more = false;
+                }
             }
             j = rx.recv(), if more && set.len() < concurrency => match j {
                 Some(job) => spawn(&mut set, &mut running, job),

@@ -3,8 +3,9 @@
 //! remembered. Both the client and the upload driver use these; neither owns the
 //! other's state.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::core::store::{Fingerprinter, UrlStore};
 use crate::{Capabilities, Error, Result};
@@ -13,6 +14,16 @@ use crate::{Capabilities, Error, Result};
 /// small is an error.
 pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
 
+/// Tries of a request while the endpoint has not answered this client yet: an
+/// endpoint that is down is found out in these, not in a full retry budget per upload
+/// (against a server that accepts and never answers, 4 stall timeouts: 2 minutes by
+/// default).
+pub const FIRST_CONTACT_TRIES: u32 = 4;
+
+/// How long an endpoint found unreachable stays so: requests in this time fail at
+/// once with the same error; the first after it tries again.
+pub const UNREACHABLE_HOLD: Duration = Duration::from_secs(30);
+
 /// What a client learned about its endpoint, shared by its clones and uploads.
 #[derive(Debug)]
 pub(crate) struct Learned {
@@ -20,6 +31,10 @@ pub(crate) struct Learned {
     pub(crate) capabilities: tokio::sync::OnceCell<std::result::Result<Arc<Capabilities>, Error>>,
     /// The largest body the endpoint took after a 413 (`u64::MAX`: no limit met).
     chunk_limit: AtomicU64,
+    /// True once the endpoint answered anything (a status, even an error).
+    answered: AtomicBool,
+    /// When the endpoint was found unreachable, and the error that says so.
+    down: Mutex<Option<(Instant, Error)>>,
 }
 
 impl Default for Learned {
@@ -27,6 +42,43 @@ impl Default for Learned {
         Learned {
             capabilities: tokio::sync::OnceCell::new(),
             chunk_limit: AtomicU64::new(u64::MAX),
+            answered: AtomicBool::new(false),
+            down: Mutex::new(None),
+        }
+    }
+}
+
+impl Learned {
+    /// True once the endpoint answered this client.
+    pub(crate) fn has_answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// The endpoint answered.
+    pub(crate) fn answered(&self) {
+        self.answered.store(true, Ordering::Relaxed);
+        *self.down.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The endpoint never answered: say so to every request for a while.
+    pub(crate) fn found_down(&self, err: &Error) {
+        if !self.has_answered() {
+            tracing::debug!(error = %err, "the endpoint is unreachable");
+            *self.down.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((Instant::now(), err.clone()));
+        }
+    }
+
+    /// The error that found the endpoint unreachable, within [`UNREACHABLE_HOLD`].
+    pub(crate) fn down(&self) -> Option<Error> {
+        let mut guard = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        match &*guard {
+            Some((at, e)) if at.elapsed() < UNREACHABLE_HOLD => Some(e.clone()),
+            Some(_) => {
+                *guard = None;
+                None
+            }
+            None => None,
         }
     }
 }

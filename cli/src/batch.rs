@@ -149,7 +149,22 @@ pub(crate) async fn run_jobs(
                 .map(|m| m.len())
                 .sum(),
         };
-        progress_bars(total)
+        // The bars show no more than the cap: bytes a socket buffer took at once
+        // are not the rate.
+        let cap = common
+            .rate_limit
+            .is_some()
+            .then(|| {
+                loaded
+                    .figment
+                    .extract_inner::<tusflow::rate_limit::RateLimitConfig>("middleware.rate-limit")
+                    .ok()
+            })
+            .flatten()
+            .map(|c| c.bytes_per_second)
+            .filter(|&b| b > 0);
+        let (multi, all) = progress_bars(total, cap);
+        (multi, all, cap)
     });
     let jobs: Box<dyn Iterator<Item = Job> + Send> = match jobs {
         Jobs::List(list) => Box::new(list.into_iter()),
@@ -177,8 +192,8 @@ pub(crate) async fn run_jobs(
     };
     let on_start = bars
         .as_ref()
-        .map(|(multi, all)| file_bar_hook(multi.clone(), all.clone()));
-    let printer = bars.as_ref().map(|(multi, _)| multi.clone());
+        .map(|(multi, all, cap)| file_bar_hook(multi.clone(), all.clone(), *cap));
+    let printer = bars.as_ref().map(|(multi, ..)| multi.clone());
     let mut write_error = None;
     let mut on_done = |r: &tusflow::batch::FileReport| {
         let say = |line: String| match &printer {
@@ -188,8 +203,16 @@ pub(crate) async fn run_jobs(
             None => println!("{line}"),
         };
         let path = crate::text::shown(&r.path);
-        if let Some(e) = &r.error {
-            eprintln!("tusflow: {path}: {}", crate::text::shown(e));
+        // One line per failure, on stderr; an unreachable endpoint is said once, at
+        // the end, for all the files it failed.
+        if let Some(e) = &r.error
+            && !r.unreachable
+        {
+            let shown = crate::text::shown(e);
+            match &printer {
+                Some(m) => m.suspend(|| eprintln!("tusflow: {path}: {shown}")),
+                None => eprintln!("tusflow: {path}: {shown}"),
+            }
         }
         if let Some(file) = &mut report
             && let Err(e) = file.add(r)
@@ -213,7 +236,8 @@ pub(crate) async fn run_jobs(
                     path,
                     r.offset.unwrap_or(0)
                 ),
-                _ => format!("{}: failed", path),
+                // Said on stderr, in the one line above.
+                _ => return,
             });
         }
     };
@@ -223,8 +247,15 @@ pub(crate) async fn run_jobs(
         summary.add(&r);
         on_done(&r);
     }
-    if let Some((_, all)) = &bars {
-        all.finish();
+    if let Some((multi, all, _)) = &bars {
+        // A stopped run keeps the total where it was; and nothing redraws over the
+        // lines that follow.
+        if interrupted {
+            all.abandon();
+        } else {
+            all.finish();
+        }
+        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     if let Some(e) = write_error {
         let path = common.report.as_deref().unwrap_or(Path::new("?"));
@@ -248,13 +279,34 @@ pub(crate) async fn run_jobs(
             "interrupted": interrupted,
         }))?;
     }
+    let stored = !matches!(
+        loaded.config.store.kind,
+        crate::config::StoreKind::None | crate::config::StoreKind::Memory
+    );
+    if let Some(why) = &summary.unreachable {
+        let left = summary.failed + summary.not_started;
+        let again = if stored {
+            "uploads begun are stored: run the same command again when it is up"
+        } else {
+            "run the same command again when it is up"
+        };
+        if summary.total() > 1 {
+            eprintln!(
+                "tusflow: {}; {left} of {} files not uploaded ({again})",
+                crate::text::shown(why),
+                summary.total()
+            );
+        } else {
+            eprintln!("tusflow: {}", crate::text::shown(why));
+        }
+    }
+    // (`ledger` is true for `batch`, which always ends with the totals.)
+    if !json_out && !quiet && (summary.total() > 1 || ledger) {
+        println!("{}", summary_line(&summary, started.elapsed()));
+    }
     if interrupted {
         let done = summary.complete + summary.skipped;
-        use crate::config::StoreKind;
-        if matches!(
-            loaded.config.store.kind,
-            StoreKind::None | StoreKind::Memory
-        ) {
+        if !stored {
             eprintln!(
                 "tusflow: interrupted: {done} files done, {} stopped in flight; with no store on disk, a run again starts the unfinished ones over",
                 summary.unfinished
@@ -273,19 +325,72 @@ pub(crate) async fn run_jobs(
     Ok(if summary.failed > 0 { FAILED } else { OK })
 }
 
+/// "9 complete, 0 failed, 266.00 MiB in 5.6 s", with the other counts when not 0.
+fn summary_line(s: &tusflow::batch::Summary, took: std::time::Duration) -> String {
+    let mut parts = vec![format!("{} complete", s.complete)];
+    for (n, what) in [
+        (s.skipped, "already uploaded"),
+        (s.partial, "stopped at --stop-at"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    parts.push(format!("{} failed", s.failed));
+    for (n, what) in [
+        (s.unfinished, "interrupted"),
+        (s.not_started, "not started"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    format!(
+        "{}, {} in {:.1} s",
+        parts.join(", "),
+        indicatif::HumanBytes(s.bytes),
+        took.as_secs_f64()
+    )
+}
+
 /// A total bar (bytes, rate, ETA) under a set of per-file bars, on stderr.
 pub(crate) fn progress_bars(
     total_bytes: u64,
+    cap: Option<u64>,
 ) -> (indicatif::MultiProgress, indicatif::ProgressBar) {
     let multi = indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
     let all = multi.add(indicatif::ProgressBar::new(total_bytes));
-    all.set_style(
-        indicatif::ProgressStyle::with_template(
-            "total {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
-        .expect("a valid template"),
-    );
+    all.set_style(style(
+        "total {bar:30} {bytes}/{total_bytes} {rate} eta {eta}",
+        cap,
+    ));
     (multi, all)
+}
+
+/// A bar style whose `{rate}` is the bytes per second, at most `cap`.
+fn style(template: &str, cap: Option<u64>) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(template)
+        .expect("a valid template")
+        .with_key(
+            "rate",
+            move |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let rate = s.per_sec();
+                let rate = cap.map_or(rate, |c| rate.min(c as f64));
+                let _ = write!(w, "{}/s", indicatif::BinaryBytes(rate as u64));
+            },
+        )
+}
+
+/// A path as the result lines show it, cut at the front to fit a bar's label.
+fn label(path: &str) -> String {
+    let shown = crate::text::shown(path);
+    let n = shown.chars().count();
+    if n <= 40 {
+        shown
+    } else {
+        let tail: String = shown.chars().skip(n - 39).collect();
+        format!("…{tail}")
+    }
 }
 
 /// For each file that starts: a bar of its own that follows its progress, and the
@@ -293,16 +398,12 @@ pub(crate) fn progress_bars(
 pub(crate) fn file_bar_hook(
     multi: indicatif::MultiProgress,
     all: indicatif::ProgressBar,
+    cap: Option<u64>,
 ) -> tusflow::batch::OnStart {
     Arc::new(move |job, size, mut rx| {
         let bar = multi.insert_before(&all, indicatif::ProgressBar::new(size));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg:30!} {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec}",
-            )
-            .expect("a valid template"),
-        );
-        bar.set_message(job.relpath.clone());
+        bar.set_style(style("{msg:40} {bar:30} {bytes}/{total_bytes} {rate}", cap));
+        bar.set_message(label(&job.path.display().to_string()));
         let all = all.clone();
         tokio::spawn(async move {
             let mut seen = rx.borrow().acknowledged;

@@ -63,6 +63,12 @@ enum Command {
         /// One JSON object per upload
         #[arg(long)]
         json: bool,
+        /// Do not ask the servers for their offsets (HEAD); show the offsets last
+        /// stored
+        #[arg(long)]
+        offline: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
     },
     /// Remove stored uploads from the store (the server keeps them)
     Forget {
@@ -146,12 +152,30 @@ fn main() -> ExitCode {
         2 => tracing::Level::DEBUG,
         _ => tracing::Level::TRACE,
     };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // At the default verbosity a failure is the one line the command prints: the log
+    // middleware's lines (each request that failed) come from -v up.
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target(
+            "tusflow_log",
+            if cli.verbose == 0 {
+                tracing_subscriber::filter::LevelFilter::OFF
+            } else {
+                level.into()
+            },
+        );
+    {
+        use tracing_subscriber::prelude::*;
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_filter(filter),
+            )
+            .init();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -168,7 +192,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Upload(args) => upload::upload(config, *args).await,
             Command::Batch(args) => batch::batch(config, *args).await,
-            Command::List { store, json } => stored::list(&store, json),
+            Command::List {
+                store,
+                json,
+                offline,
+                conn,
+            } => stored::list(config, &store, json, (!offline).then_some(&conn)).await,
             Command::Forget {
                 upload_url,
                 all,

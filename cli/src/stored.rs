@@ -6,7 +6,15 @@ use tusflow::store::UrlStore as _;
 use crate::args::StoreArgs;
 use crate::{Failure, OK};
 
-pub(crate) fn list(store: &StoreArgs, json: bool) -> Result<u8, Failure> {
+/// The stored uploads, each with what its server has now (`HEAD`, 8 at once, 10 s
+/// each) unless `conn` is `None` (`--offline`): the stored offset is only the last
+/// one written, which a single streaming `PATCH` cut by Ctrl-C leaves behind.
+pub(crate) async fn list(
+    config: Option<&std::path::Path>,
+    store: &StoreArgs,
+    json: bool,
+    conn: Option<&crate::args::ConnArgs>,
+) -> Result<u8, Failure> {
     let path = store.path()?;
     if !path.exists() {
         if !json {
@@ -15,9 +23,18 @@ pub(crate) fn list(store: &StoreArgs, json: bool) -> Result<u8, Failure> {
         return Ok(OK);
     }
     let records = store.open()?.list()?;
+    let asked = match conn {
+        Some(conn) if !records.is_empty() => server_offsets(config, conn, &records).await?,
+        _ => vec![None; records.len()],
+    };
     let now = tusflow::store::unix_now();
-    for r in &records {
+    for (r, asked) in records.iter().zip(asked) {
         let age = now.saturating_sub(r.created);
+        let (server_offset, server_error) = match &asked {
+            Some(Ok(o)) => (Some(*o), None),
+            Some(Err(e)) => (None, Some(e.clone())),
+            None => (None, None),
+        };
         if json {
             println!(
                 "{}",
@@ -25,7 +42,10 @@ pub(crate) fn list(store: &StoreArgs, json: bool) -> Result<u8, Failure> {
                     "path": r.source,
                     "url": r.url,
                     "size": r.length,
-                    "offset": r.offset,
+                    "offset": server_offset.or(r.offset),
+                    "stored_offset": r.offset,
+                    "server_offset": server_offset,
+                    "server_error": server_error,
                     "age_seconds": age,
                     "expires": r.expires,
                     "expired": r.is_expired(now),
@@ -33,12 +53,22 @@ pub(crate) fn list(store: &StoreArgs, json: bool) -> Result<u8, Failure> {
                 })
             );
         } else {
+            let length = r.length.map_or("?".into(), |l| l.to_string());
+            let offset = match (&asked, r.offset) {
+                (Some(Ok(o)), _) => format!("{o}/{length} bytes on the server"),
+                (_, stored) => format!(
+                    "{}/{length} bytes when last stored{}",
+                    stored.map_or("?".into(), |o| o.to_string()),
+                    match &server_error {
+                        Some(e) => format!(" (the server: {e})"),
+                        None => String::new(),
+                    }
+                ),
+            };
             println!(
-                "{}  {}  {}/{} bytes  {}{}",
+                "{}  {}  {offset}  {}{}",
                 crate::text::shown(r.source.as_deref().unwrap_or("(bytes)")),
                 crate::text::shown(&r.url),
-                r.offset.map_or("?".into(), |o| o.to_string()),
-                r.length.map_or("?".into(), |l| l.to_string()),
                 human_age(age),
                 if r.is_expired(now) { "  (expired)" } else { "" }
             );
@@ -48,6 +78,50 @@ pub(crate) fn list(store: &StoreArgs, json: bool) -> Result<u8, Failure> {
         println!("no stored uploads in {}", path.display());
     }
     Ok(OK)
+}
+
+/// What each record's server has: its offset, or why it could not say.
+async fn server_offsets(
+    config: Option<&std::path::Path>,
+    conn: &crate::args::ConnArgs,
+    records: &[tusflow::store::UploadRecord],
+) -> Result<Vec<Option<Result<u64, String>>>, Failure> {
+    let mut o = serde_json::Map::new();
+    crate::args::conn_overrides(conn, &mut o)?;
+    o.insert("store".into(), json!({ "kind": "none" }));
+    let loaded = crate::config::load(config, serde_json::Value::from(o))?;
+    let mut stack = loaded.config.middleware.stack.clone();
+    // One try each: a listing should not wait out a retry budget per upload.
+    stack.retain(|s| s != "retry");
+    crate::args::adjust_stack(&mut stack, conn, None);
+    let client = crate::stack::client_from(&loaded, stack, false)?;
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, r) in records.iter().enumerate() {
+        let (client, limit, url) = (client.clone(), limit.clone(), r.url.clone());
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let asked = async {
+                let url = tusflow::Url::parse(&url).map_err(|e| e.to_string())?;
+                match tokio::time::timeout(std::time::Duration::from_secs(10), client.status(&url))
+                    .await
+                {
+                    Ok(Ok(st)) => Ok(st.offset),
+                    Ok(Err(e)) if e.is_gone() => Err("the upload is gone".to_owned()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("no answer in 10 s".to_owned()),
+                }
+            };
+            (i, asked.await)
+        });
+    }
+    let mut out = vec![None; records.len()];
+    while let Some(done) = set.join_next().await {
+        if let Ok((i, asked)) = done {
+            out[i] = Some(asked);
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn human_age(secs: u64) -> String {

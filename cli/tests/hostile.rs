@@ -21,6 +21,8 @@ enum Answer {
     /// Write these bytes as soon as the request head is read, before its body, and
     /// keep the connection a while.
     Early(String),
+    /// Write this head, then drip a byte of body every 300 ms for a minute.
+    Drip(String),
 }
 
 /// What was asked: the method, the request's `Upload-Offset`, every header line.
@@ -113,6 +115,14 @@ fn handle(
         Answer::Early(_) => unreachable!("answered above"),
         Answer::Raw(bytes) => conn.write_all(bytes.as_bytes())?,
         Answer::Hang => std::thread::sleep(Duration::from_secs(60)),
+        Answer::Drip(head) => {
+            conn.write_all(head.as_bytes())?;
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(60) {
+                conn.write_all(b"x")?;
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
         Answer::Endless => {
             conn.write_all(
                 b"HTTP/1.1 200 OK\r\nTus-Resumable: 1.0.0\r\nTus-Version: 1.0.0\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -132,14 +142,12 @@ fn upload(port: u16, file: &std::path::Path, extra: &[&str], name: &str) -> Outp
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tusflow"))
         .args(["upload", "-e", &format!("http://127.0.0.1:{port}/files/")])
-        .args([
-            "--retries",
-            "1",
-            "--stall-timeout",
-            "1",
-            "--connect-timeout",
-            "2",
-        ])
+        .args(if extra.contains(&"--retries") {
+            &[][..]
+        } else {
+            &["--retries", "1"][..]
+        })
+        .args(["--stall-timeout", "1", "--connect-timeout", "2"])
         .args(["--no-store"])
         .args(extra)
         .arg(file)
@@ -419,4 +427,171 @@ fn an_acknowledgement_before_the_body_was_read_is_not_complete() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!stdout.contains("complete"), "{stdout}");
     assert!(err.contains("it answered before reading them"), "{err}");
+}
+
+/// Serve `script`, counting the requests of each method.
+fn counted(script: Script) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let port = serve(Arc::new(move |a: &Asked, p: u16| {
+        log.lock().unwrap().push(a.method.clone());
+        script(a, p)
+    }));
+    (port, seen)
+}
+
+fn count(seen: &Mutex<Vec<String>>, method: &str) -> usize {
+    seen.lock().unwrap().iter().filter(|m| *m == method).count()
+}
+
+fn file_of_100k() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("up.bin");
+    std::fs::write(&file, vec![7u8; 100_000]).unwrap();
+    (dir, file)
+}
+
+/// An answer whose body drips a byte at a time has the stall timeout to end, in all:
+/// the head's acknowledgement stands (the upload completes), an error's excerpt is
+/// what arrived.
+#[test]
+fn an_answer_that_drips_cannot_hold_an_upload() {
+    let (_dir, file) = file_of_100k();
+    let ok = Answer::Drip(
+        "HTTP/1.1 200 OK\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 100000\r\nContent-Length: 5000\r\n\r\n".into(),
+    );
+    let port = serve(Arc::new(move |a: &Asked, p: u16| match a.method.as_str() {
+        "PATCH" => ok.clone(),
+        _ => normal(a, p),
+    }));
+    let out = upload(port, &file, &[], "a 2xx that drips");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("complete"));
+
+    let failing =
+        Answer::Drip("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5000\r\n\r\n".into());
+    let port = serve(Arc::new(move |a: &Asked, p: u16| match a.method.as_str() {
+        "PATCH" => failing.clone(),
+        _ => normal(a, p),
+    }));
+    let out = upload(port, &file, &[], "a 500 that drips");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("500 Internal Server Error: xxx"), "{err}");
+}
+
+/// Two different `Upload-Offset` headers in one answer: which one the server meant
+/// cannot be known, so neither is believed.
+#[test]
+fn conflicting_upload_offset_headers_are_an_error() {
+    let (_dir, file) = file_of_100k();
+    let port = serve(Arc::new(|a: &Asked, p: u16| match a.method.as_str() {
+        "PATCH" => tus(
+            "204 No Content",
+            "Upload-Offset: 100000\r\nUpload-Offset: 5\r\n",
+        ),
+        _ => normal(a, p),
+    }));
+    let out = upload(port, &file, &[], "two Upload-Offset headers");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad Upload-Offset from server: given twice with different values (\"100000\" and \"5\")"),
+        "{err}"
+    );
+}
+
+/// A 204 that acknowledges fewer bytes than were sent: the client asks the server
+/// where it is (`HEAD`) and sends the rest from there.
+#[test]
+fn a_short_acknowledgement_resyncs_and_goes_on() {
+    let (_dir, file) = file_of_100k();
+    let stored = Arc::new(Mutex::new(0u64));
+    let at = Arc::clone(&stored);
+    let (port, seen) = counted(Arc::new(move |a: &Asked, p: u16| {
+        let mut at = at.lock().unwrap();
+        match a.method.as_str() {
+            // The first append is taken only in part.
+            "PATCH" if a.offset == Some(0) => {
+                *at = 40_000;
+                tus("204 No Content", "Upload-Offset: 40000\r\n")
+            }
+            "PATCH" => {
+                *at = 100_000;
+                tus("204 No Content", "Upload-Offset: 100000\r\n")
+            }
+            "HEAD" => tus(
+                "200 OK",
+                &format!("Upload-Offset: {at}\r\nUpload-Length: 100000\r\n"),
+            ),
+            _ => normal(a, p),
+        }
+    }));
+    let out = upload(port, &file, &[], "a short acknowledgement");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(count(&seen, "PATCH"), 2);
+    assert_eq!(count(&seen, "HEAD"), 1);
+
+    // One that never takes anything ends after three re-syncs.
+    let (port, seen) = counted(Arc::new(|a: &Asked, p: u16| match a.method.as_str() {
+        "PATCH" => tus("204 No Content", "Upload-Offset: 0\r\n"),
+        _ => normal(a, p),
+    }));
+    let out = upload(port, &file, &[], "an acknowledgement of nothing");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("took none of the 100000 bytes"), "{err}");
+    assert_eq!(count(&seen, "PATCH"), 3);
+}
+
+/// The retry path's `HEAD` checks `Upload-Length` as resuming does: an upload of
+/// another length at the URL is not this one, and gets no bytes.
+#[test]
+fn a_resync_that_finds_another_length_stops() {
+    let (_dir, file) = file_of_100k();
+    let (port, seen) = counted(Arc::new(|a: &Asked, p: u16| match a.method.as_str() {
+        "PATCH" => tus("500 Internal Server Error", ""),
+        "HEAD" => tus("200 OK", "Upload-Offset: 0\r\nUpload-Length: 999\r\n"),
+        _ => normal(a, p),
+    }));
+    let out = upload(port, &file, &["--retries", "3"], "another length");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the upload is 999 bytes long on the server but 100000 bytes here"),
+        "{err}"
+    );
+    assert_eq!(count(&seen, "PATCH"), 1);
+}
+
+/// A 201 whose body is cut short is still a creation: the head holds the answer, and
+/// trying again would leave orphan uploads. One whose head is not HTTP is an error at
+/// once, for the same reason.
+#[test]
+fn a_creation_with_a_broken_frame_is_not_retried_into_orphans() {
+    let (_dir, file) = file_of_100k();
+    let (port, seen) = counted(Arc::new(|a: &Asked, p: u16| match a.method.as_str() {
+        "POST" => Answer::Raw(format!(
+            "HTTP/1.1 201 Created\r\nTus-Resumable: 1.0.0\r\nLocation: http://127.0.0.1:{p}/files/1\r\nContent-Length: 50\r\nConnection: close\r\n\r\nshort"
+        )),
+        _ => normal(a, p),
+    }));
+    let out = upload(port, &file, &["--retries", "7"], "a 201 cut short");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(count(&seen, "POST"), 1);
+
+    let (port, seen) = counted(Arc::new(|a: &Asked, p: u16| match a.method.as_str() {
+        "POST" => Answer::Raw(format!(
+            "HTTP/1.1 201 Created\r\nLocation: http://127.0.0.1:{p}/files/1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy"
+        )),
+        _ => normal(a, p),
+    }));
+    let out = upload(port, &file, &["--retries", "7"], "a 201 that is not HTTP");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not valid HTTP"), "{err}");
+    assert_eq!(count(&seen, "POST"), 1);
 }

@@ -149,3 +149,36 @@ fn status_shows_control_bytes_in_metadata_escaped() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("\\u{1b}]52;c;aGk=\\u{7}evil"), "{stdout}");
 }
+
+/// A token in the endpoint's query goes to the server and nowhere else: not the log at
+/// `-vvv`, not the output, not the store's records.
+#[test]
+fn a_token_in_the_endpoints_query_stays_out_of_logs_and_the_store() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = make_file(d, "f.bin", 200_000, 5);
+    let endpoint = format!("{}?token=s3cr3tq", server.endpoint);
+    let out = Command::new(env!("CARGO_BIN_EXE_tusflow"))
+        .args([
+            "upload", "-vvv", "--json", "--store", "st.redb", "-e", &endpoint,
+        ])
+        .arg(&file)
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    server.assert_stored_file(line["url"].as_str().unwrap(), &file);
+    assert!(!stderr.contains("s3cr3tq"), "the token in the log");
+    assert!(!stdout.contains("s3cr3tq"), "the token in the output");
+    let store = std::fs::read(d.join("st.redb")).unwrap();
+    assert!(
+        !store.windows(7).any(|w| w == b"s3cr3tq"),
+        "the token in the store"
+    );
+}

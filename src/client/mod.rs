@@ -15,6 +15,7 @@ use crate::core::store::{Fingerprinter, UrlStore};
 use crate::core::{
     Body, BoxError, Capabilities, Error, Metadata, Operation, Result, TusService, TusServiceBuilder,
 };
+pub use crate::endpoint::{FIRST_CONTACT_TRIES, UNREACHABLE_HOLD};
 use crate::endpoint::{Learned, Resume};
 
 pub use crate::core::Stack;
@@ -308,8 +309,54 @@ impl Client {
     }
 
     /// Send a request through the stack.
-    pub async fn call(&self, req: crate::Request) -> Result<crate::Response> {
-        self.inner.stack.clone().oneshot(req).await
+    ///
+    /// Until the endpoint first answers, a request to its origin gets at most
+    /// [`FIRST_CONTACT_TRIES`] tries (the
+    /// [`MaxTries`](crate::core::attempts::MaxTries) extension), and one that gets no
+    /// answer at all (a refused connection, a timeout) finds the endpoint unreachable:
+    /// this and every request for the next
+    /// [`UNREACHABLE_HOLD`] fail with
+    /// [`Error::is_unreachable`], so the uploads sharing the client learn it once.
+    pub async fn call(&self, mut req: crate::Request) -> Result<crate::Response> {
+        let learned = &self.inner.learned;
+        // Only the endpoint's origin is judged: a client without an endpoint, or a
+        // request elsewhere (a Location on another host), goes as it is.
+        let ours = self.endpoint().is_some_and(|e| {
+            Url::parse(&req.uri().to_string()).is_ok_and(|u| u.origin() == e.origin())
+        });
+        if !ours {
+            return self.inner.stack.clone().oneshot(req).await;
+        }
+        if let Some(e) = learned.down() {
+            return Err(e);
+        }
+        let first_contact = !learned.has_answered();
+        if first_contact {
+            req.extensions_mut()
+                .insert(crate::core::attempts::MaxTries(FIRST_CONTACT_TRIES));
+        }
+        let started = std::time::Instant::now();
+        let result = self.inner.stack.clone().oneshot(req).await;
+        match &result {
+            Ok(_) => learned.answered(),
+            Err(e) if answered(e) => learned.answered(),
+            Err(e)
+                if first_contact
+                    && (e.is_transport() || e.is_timeout())
+                    && !e.is_certificate_error()
+                    && !learned.has_answered() =>
+            {
+                let shown = self
+                    .endpoint()
+                    .map(protocol::redact_url)
+                    .unwrap_or_default();
+                let down = Error::unreachable(shown, started.elapsed(), e.clone());
+                learned.found_down(&down);
+                return Err(down);
+            }
+            Err(_) => {}
+        }
+        result
     }
 
     /// The server's capabilities, from `OPTIONS` on the endpoint, asked once per client
@@ -536,7 +583,25 @@ impl Client {
         body: Body,
         length: Option<u64>,
     ) -> Result<Appended> {
+        self.append_to(url, offset, body, length, length).await
+    }
+
+    /// [`Client::append`] of an upload whose length the client knows to be `total`
+    /// (the [`UploadLength`](crate::core::UploadLength) extension, which a re-sync
+    /// checks the server's `Upload-Length` against).
+    pub(crate) async fn append_to(
+        &self,
+        url: &Url,
+        offset: u64,
+        body: Body,
+        length: Option<u64>,
+        total: Option<u64>,
+    ) -> Result<Appended> {
         let mut req = self.request(Operation::Append, url, body)?;
+        if let Some(total) = total {
+            req.extensions_mut()
+                .insert(crate::core::UploadLength(total));
+        }
         let h = req.headers_mut();
         h.insert(header::UPLOAD_OFFSET, HeaderValue::from(offset));
         h.insert(

@@ -3,32 +3,114 @@
 
 use super::*;
 
-/// One append, checked: `Some` with the server's answer, or `None` after a 413 shrank
-/// the client's chunk limit (ask the offset, then go on with smaller bodies).
-pub(super) async fn append_checked(
+/// Why an append needs the server's offset by `HEAD`.
+enum Resync {
+    /// A 413 shrank the client's chunk limit.
+    Shrunk,
+    /// The server acknowledged fewer bytes than were sent.
+    Short,
+}
+
+/// How many re-syncs in a row may find that the server took none of an append.
+const MAX_STUCK: u32 = 3;
+
+/// One append of `body` at `offset`, and where the server is after it: its
+/// acknowledgement, or, after a 413 (which shrinks the chunk limit) or an
+/// acknowledgement of fewer bytes than were sent, its offset by `HEAD`. `total` is the
+/// upload's length when known (a re-sync checks it); `stuck` counts the re-syncs in a
+/// row that found the server took nothing, and ends the loop at [`MAX_STUCK`].
+pub(super) async fn append_once(
     client: &Client,
     url: &Url,
     offset: u64,
     body: Body,
     length: Option<u64>,
-) -> Result<Option<crate::Appended>> {
+    total: Option<u64>,
+    stuck: &mut u32,
+) -> Result<crate::Appended> {
     let end = offset + body.len();
-    match client.append(url, offset, body, length).await {
-        Ok(a) if a.offset == end => Ok(Some(a)),
-        Ok(a) => Err(Error::offset_mismatch(end, a.offset).with_url(protocol::redact_url(url))),
+    let shown = || protocol::redact_url(url);
+    let why = match client.append_to(url, offset, body, length, total).await {
+        Ok(a) if a.offset == end => {
+            *stuck = 0;
+            return Ok(a);
+        }
+        Ok(a) if a.offset > end => {
+            return Err(Error::offset_mismatch(end, a.offset).with_url(shown()));
+        }
+        Ok(a) if a.offset < offset => {
+            return Err(Error::protocol(
+                "Upload-Offset",
+                format!(
+                    "the server's offset went back from {offset} to {} in answer to an append",
+                    a.offset
+                ),
+            )
+            .with_operation(crate::core::Operation::Append)
+            .with_url(shown()));
+        }
+        Ok(a) => {
+            tracing::debug!(
+                acknowledged = a.offset,
+                sent_to = end,
+                "the server took fewer bytes than were sent: asking it where it is"
+            );
+            Resync::Short
+        }
         Err(e) if e.status() == Some(http::StatusCode::PAYLOAD_TOO_LARGE) => {
             match client.learned().shrink_chunk_limit(end - offset) {
-                Some(_) => Ok(None),
-                None => Err(e),
+                Some(_) => Resync::Shrunk,
+                None => return Err(e),
             }
         }
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
+    };
+    let now = resync(client, url, offset, end, total).await?;
+    if now > offset {
+        *stuck = 0;
+    } else if matches!(why, Resync::Short) {
+        *stuck += 1;
+        if *stuck >= MAX_STUCK {
+            return Err(Error::protocol(
+                "Upload-Offset",
+                format!(
+                    "the server took none of the {} bytes sent at offset {offset}, {MAX_STUCK} times in a row",
+                    end - offset
+                ),
+            )
+            .with_operation(crate::core::Operation::Append)
+            .with_url(shown()));
+        }
     }
+    Ok(crate::Appended {
+        offset: now,
+        expires: None,
+    })
 }
 
-/// After a rejected append of `[from, to)`: where the server is now.
-pub(super) async fn resync(client: &Client, url: &Url, from: u64, to: u64) -> Result<u64> {
-    let offset = client.status(url).await?.offset;
+/// After a rejected or short append of `[from, to)`: where the server is now (and that
+/// it is still an upload of `total` bytes).
+pub(super) async fn resync(
+    client: &Client,
+    url: &Url,
+    from: u64,
+    to: u64,
+    total: Option<u64>,
+) -> Result<u64> {
+    let st = client.status(url).await?;
+    if let (Some(theirs), Some(ours)) = (st.length, total)
+        && theirs != ours
+    {
+        return Err(Error::protocol(
+            "Upload-Length",
+            format!(
+                "the upload is {theirs} bytes long on the server but {ours} bytes here: it is not this upload (another at the same URL?)"
+            ),
+        )
+        .with_operation(crate::core::Operation::Offset)
+        .with_url(protocol::redact_url(url)));
+    }
+    let offset = st.offset;
     if offset < from || offset > to {
         return Err(Error::protocol(
             "Upload-Offset",
@@ -126,6 +208,7 @@ impl Uploader {
             ),
             _ => self.chunk_size,
         };
+        let mut stuck = 0;
         loop {
             let goal = match (stop_at, self.len()) {
                 (Some(s), Some(l)) => Some(s.min(l)),
@@ -149,21 +232,19 @@ impl Uploader {
             }
             // A deferred length goes with the first append after the end was read.
             let length = if length_sent { None } else { self.len() };
-            let appended = append_checked(
+            let appended = append_once(
                 &self.client,
                 &url,
                 offset,
                 body.observe(meter.observer(offset)),
                 length,
+                self.len(),
+                &mut stuck,
             )
             .await?;
-            let Some(appended) = appended else {
-                offset = resync(&self.client, &url, offset, end).await?;
-                meter.acknowledged(offset);
-                continue;
-            };
+            // (A declared length went when the server took the whole append.)
+            length_sent |= length.is_some() && appended.offset == end;
             offset = appended.offset;
-            length_sent |= length.is_some();
             meter.acknowledged(offset);
             tracing::debug!(offset, "append accepted");
             if Some(offset) != self.len() {
@@ -177,7 +258,16 @@ impl Uploader {
         {
             // The end of a deferred-length stream was read only after its last byte was
             // sent: tell the server the length with an empty append.
-            append_checked(&self.client, &url, offset, Body::empty(), Some(total)).await?;
+            append_once(
+                &self.client,
+                &url,
+                offset,
+                Body::empty(),
+                Some(total),
+                Some(total),
+                &mut stuck,
+            )
+            .await?;
         }
         self.progress.send_modify(|p| p.total = total);
         // The last bytes went while the file may have changed: check before saying so.

@@ -314,7 +314,8 @@ impl Uploader {
                     "upload done"
                 )
             }),
-            Err(e) => span.in_scope(|| tracing::warn!(error = %e, "upload failed")),
+            // The caller has the error; the log says it from -v up.
+            Err(e) => span.in_scope(|| tracing::info!(error = %e, "upload failed")),
         }
         result
     }

@@ -23,15 +23,15 @@ pub(super) async fn send_part(
     chunk_size: Option<u64>,
     meter: Arc<Meter>,
 ) -> Result<()> {
+    let mut stuck = 0;
     while offset < len {
         let end = step(&client, chunk_size).map_or(len, |c| (offset + c).min(len));
         let body = source
             .body(base + offset, base + end)
             .observe(meter.observer(offset));
-        offset = match append_checked(&client, &url, offset, body, None).await? {
-            Some(a) => a.offset,
-            None => resync(&client, &url, offset, end).await?,
-        };
+        offset = append_once(&client, &url, offset, body, None, Some(len), &mut stuck)
+            .await?
+            .offset;
         meter.acknowledged(offset);
     }
     Ok(())

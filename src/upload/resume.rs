@@ -32,7 +32,7 @@ impl Uploader {
             return Ok(None);
         };
         let source = self.source.name();
-        let endpoint = self.client.endpoint().map(|e| e.as_str().to_owned());
+        let endpoint = self.client.endpoint().map(protocol::redact_url);
         let records = {
             let (store, fp) = (Arc::clone(&store), fp.clone());
             blocking(move || {
@@ -41,7 +41,7 @@ impl Uploader {
                 if let Some(source) = &source {
                     for r in store.find_by_source(endpoint.as_deref(), source)? {
                         if r.fingerprint != fp {
-                            tracing::info!(url = %r.url, "dropping the stored upload of an earlier version of the file");
+                            tracing::info!(url = %shown_url(&r.url), "dropping the stored upload of an earlier version of the file");
                             store.remove(&r.fingerprint, &r.url)?;
                         }
                     }
@@ -120,7 +120,9 @@ impl Uploader {
     /// A record of this upload as it is now, under `key`.
     pub(super) fn record(&self, fp: &str, key: &str) -> UploadRecord {
         let mut rec = UploadRecord::new(fp, key);
-        rec.endpoint = self.client.endpoint().map(|e| e.as_str().to_owned());
+        // Without its query (a token there is a secret) or user info: the same
+        // endpoint gives the same key.
+        rec.endpoint = self.client.endpoint().map(protocol::redact_url);
         rec.source = self.source.name();
         rec.length = self.len();
         rec.metadata = self.metadata.encode();
@@ -191,4 +193,9 @@ impl Uploader {
 pub(super) fn unix_secs(t: Option<std::time::SystemTime>) -> Option<u64> {
     t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs())
+}
+
+/// A stored URL for the log: without its query or user info.
+fn shown_url(url: &str) -> String {
+    Url::parse(url).map_or_else(|_| "(not a URL)".to_owned(), |u| protocol::redact_url(&u))
 }

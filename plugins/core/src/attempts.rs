@@ -42,6 +42,21 @@ impl RetryCounter {
     }
 }
 
+/// At most this many tries of one request (a request extension), for retry middleware
+/// to honour below its own bound. The client puts one on its requests while its
+/// endpoint has not answered yet, so an endpoint that is down (a closed port, a server
+/// that accepts and never answers) is found out in a few tries, not a full budget per
+/// upload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxTries(pub u32);
+
+impl MaxTries {
+    /// The cap on the tries of `req`, if it has one (at least 1).
+    pub fn of(req: &Request) -> Option<u32> {
+        req.extensions().get::<MaxTries>().map(|m| m.0.max(1))
+    }
+}
+
 tokio::task_local! {
     static CURRENT: RetryCounter;
 }

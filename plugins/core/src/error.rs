@@ -66,6 +66,9 @@ enum Kind {
     Middleware { retryable: bool },
     /// The caller aborted the upload.
     Cancelled { terminated: bool },
+    /// The endpoint never answered: nothing listens, or what listens says nothing.
+    /// The source is the last failure.
+    Unreachable { endpoint: String, seconds: u64 },
     /// A bug: a task panicked, an invariant broke.
     Internal { what: String },
 }
@@ -135,6 +138,24 @@ impl Error {
     /// A timeout; `what` says which one ("stall", "connect", ...).
     pub fn timeout(what: &'static str) -> Self {
         Error::new(Kind::Timeout { what })
+    }
+
+    /// Connecting failed (refused, no route, a name that does not resolve); `detail`
+    /// is the system's word for it ("Connection refused (os error 111)").
+    pub fn connect(detail: impl Into<String>) -> Self {
+        Error::with_source(Kind::Transport, ConnectFailed(detail.into()))
+    }
+
+    /// The endpoint (shown as `endpoint`) never answered in `tried`; `last` is the
+    /// last failure. Not retryable: it says to stop trying.
+    pub fn unreachable(endpoint: impl Into<String>, tried: Duration, last: Error) -> Self {
+        Error::with_source(
+            Kind::Unreachable {
+                endpoint: endpoint.into(),
+                seconds: tried.as_secs_f64().round() as u64,
+            },
+            last,
+        )
     }
 
     /// Reading the local source failed; `path` names the file when there is one.
@@ -332,6 +353,22 @@ impl Error {
         matches!(self.inner.kind, Kind::Transport)
     }
 
+    /// True when connecting failed (nothing listens, no route, no such host).
+    pub fn is_connect(&self) -> bool {
+        self.is_transport()
+            && self
+                .inner
+                .source
+                .as_ref()
+                .is_some_and(|s| s.downcast_ref::<ConnectFailed>().is_some())
+    }
+
+    /// True when the endpoint never answered and the client stopped trying it
+    /// ([`Error::unreachable`]): a batch stops starting files then.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self.inner.kind, Kind::Unreachable { .. })
+    }
+
     /// True when the server broke the protocol (a missing or malformed header, ...).
     pub fn is_protocol(&self) -> bool {
         matches!(
@@ -439,6 +476,10 @@ impl Kind {
                 terminated: *terminated,
             },
             Kind::Internal { what } => Kind::Internal { what: what.clone() },
+            Kind::Unreachable { endpoint, seconds } => Kind::Unreachable {
+                endpoint: endpoint.clone(),
+                seconds: *seconds,
+            },
         }
     }
 }
@@ -464,11 +505,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.inner;
         if let Some(op) = i.operation {
-            write!(f, "{op}")?;
+            write!(f, "{} ({}", op.doing(), op.method())?;
             if let Some(url) = &i.url {
                 write!(f, " {url}")?;
             }
-            f.write_str(": ")?;
+            f.write_str("): ")?;
         } else if let Some(url) = &i.url {
             write!(f, "{url}: ")?;
         }
@@ -498,6 +539,20 @@ impl fmt::Display for Error {
                 f,
                 "server acknowledged Upload-Offset {got} after bytes up to {expected} were sent"
             ),
+            Kind::Transport if self.is_connect() => {
+                let src = i.source.as_ref().expect("is_connect");
+                write!(f, "cannot connect ({src})")
+            }
+            Kind::Unreachable { endpoint, seconds } => {
+                write!(
+                    f,
+                    "the server at {endpoint} cannot be reached (tried for {seconds} s)"
+                )?;
+                if let Some(src) = &i.source {
+                    write!(f, ": {src}")?;
+                }
+                Ok(())
+            }
             Kind::Transport => {
                 f.write_str("connection failed")?;
                 if let Some(src) = &i.source {
@@ -535,6 +590,18 @@ impl fmt::Display for Error {
 
 /// An error and its sources, joined with ": ", without repeating a message that its
 /// source already holds.
+/// The source of a failed connect: the system's words.
+#[derive(Debug)]
+struct ConnectFailed(String);
+
+impl fmt::Display for ConnectFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for ConnectFailed {}
+
 fn chain(err: &(dyn StdError + 'static)) -> String {
     let mut out = err.to_string();
     let mut cur = err.source();
@@ -613,7 +680,10 @@ mod tests {
             .with_url("http://h/files/");
         let msg = e.to_string();
         assert!(msg.contains("412") && msg.contains("0.2.2"), "{msg}");
-        assert!(msg.starts_with("create http://h/files/: "), "{msg}");
+        assert!(
+            msg.starts_with("creating the upload (POST http://h/files/): "),
+            "{msg}"
+        );
 
         let long = vec![b'x'; 4000];
         let e = Error::from_status(StatusCode::INTERNAL_SERVER_ERROR, &long, None);

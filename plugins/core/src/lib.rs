@@ -14,7 +14,8 @@
 //!   responses).
 //! - [`plugin`]: the [`Plugin`] trait, [`Registry`], and the type-erased [`Stack`] and
 //!   [`BoxLayer`] that middleware is built as; the request extensions the client sends
-//!   to plugins ([`Endpoint`], [`KnownCapabilities`], [`attempts::RetryCounter`]).
+//!   to plugins ([`Endpoint`], [`KnownCapabilities`], [`UploadLength`],
+//!   [`attempts::RetryCounter`], [`attempts::MaxTries`]).
 //!
 //! A stack speaks `http::Request<Body>` in and `http::Response<Bytes>` out, with
 //! [`Error`] as its error, so tower and tower-http layers compose with it. One thing to
@@ -40,7 +41,9 @@ pub mod store;
 pub use body::{Body, FileSource, RandomAccess};
 pub use error::{BoxError, Error, Result};
 pub use operation::Operation;
-pub use plugin::{BoxLayer, Endpoint, KnownCapabilities, Plugin, PluginConfig, Registry, Stack};
+pub use plugin::{
+    BoxLayer, Endpoint, KnownCapabilities, Plugin, PluginConfig, Registry, Stack, UploadLength,
+};
 pub use protocol::{Capabilities, Metadata};
 /// The URL type of requests and records (`reqwest::Url`, that is `url::Url`).
 pub use reqwest::Url;

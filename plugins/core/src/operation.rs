@@ -40,6 +40,18 @@ impl Operation {
         }
     }
 
+    /// What the client is doing, in words a user knows, for error messages
+    /// ("asking the server for its capabilities").
+    pub fn doing(self) -> &'static str {
+        match self {
+            Operation::Discover => "asking the server for its capabilities",
+            Operation::Create => "creating the upload",
+            Operation::Offset => "asking the server for the upload's offset",
+            Operation::Append => "sending bytes",
+            Operation::Terminate => "terminating the upload",
+        }
+    }
+
     /// The HTTP method the protocol uses for this operation.
     pub fn method(self) -> http::Method {
         match self {

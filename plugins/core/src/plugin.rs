@@ -81,6 +81,13 @@ pub struct Endpoint(pub reqwest::Url);
 #[derive(Clone, Debug)]
 pub struct KnownCapabilities(pub Arc<crate::Capabilities>);
 
+/// The length of the upload a request belongs to, as the client knows it (the
+/// source's length), put in the extensions of appends. Middleware that asks the
+/// server for the offset checks the server's `Upload-Length` against it: an upload of
+/// another length at the URL is not this upload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadLength(pub u64);
+
 /// A plugin's configuration section, with where it came from for error messages.
 #[derive(Clone)]
 pub struct PluginConfig {

@@ -218,15 +218,31 @@ impl fmt::Debug for Metadata {
     }
 }
 
-/// A header as text, if present; an error naming it if it is not visible ASCII.
+/// A single-valued header as text, if present; an error naming it if it is not
+/// visible ASCII, or if it is given twice with different values (which one the server
+/// meant cannot be known: taking the first would be a guess).
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v
+    let mut found: Option<&str> = None;
+    for v in headers.get_all(name) {
+        let v = v
             .to_str()
-            .map(|s| Some(s.trim()))
-            .map_err(|_| Error::protocol(canonical(name), "not visible ASCII")),
+            .map(str::trim)
+            .map_err(|_| Error::protocol(canonical(name), "not visible ASCII"))?;
+        match found {
+            Some(first) if first != v => {
+                return Err(Error::protocol(
+                    canonical(name),
+                    format!(
+                        "given twice with different values ({:?} and {:?})",
+                        shorten(first),
+                        shorten(v)
+                    ),
+                ));
+            }
+            _ => found = Some(v),
+        }
     }
+    Ok(found)
 }
 
 /// The canonical spelling of a tus header name, for messages.

@@ -358,21 +358,33 @@ async fn send(
         let mut resp = client.execute(rreq).await.map_err(from_reqwest)?;
         clock.tick();
         let status = resp.status();
+        // The head is in, and with it all that tus reads of a answer: its body (an
+        // error's excerpt, at most MAX_RESPONSE_BODY) gets one stall timeout in all, so
+        // a server dripping a byte at a time cannot hold the upload; a body cut short
+        // or badly framed costs only the excerpt (and the connection), never a
+        // creation the server made (retrying it would leave orphan uploads).
+        let deadline = Instant::now() + shared.stall_timeout;
         let mut body = BytesMut::new();
         while body.len() < MAX_RESPONSE_BODY {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
+            match tokio::time::timeout_at(deadline, resp.chunk()).await {
+                Ok(Ok(Some(chunk))) => {
                     clock.tick();
                     let room = MAX_RESPONSE_BODY - body.len();
                     body.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 }
-                Ok(None) => break,
-                // The status and headers are what counts; a broken error body is not.
-                Err(e) if !status.is_success() => {
-                    tracing::debug!(error = %e, "reading an error answer failed");
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
+                    tracing::debug!(status = status.as_u16(), error = %e, "the answer's body was cut short or badly framed");
                     break;
                 }
-                Err(e) => return Err(from_reqwest(e)),
+                Err(_) => {
+                    tracing::debug!(
+                        status = status.as_u16(),
+                        read = body.len(),
+                        "the answer's body did not end in time"
+                    );
+                    break;
+                }
             }
         }
         let mut out = Response::builder().status(status).version(resp.version());
@@ -449,6 +461,13 @@ fn from_reqwest(e: reqwest::Error) -> Error {
         {
             err = inner;
         }
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && h.is_parse()
+        {
+            // The server answered, but not in HTTP: the same request gets the same
+            // garble, and a creation tried again would leave another upload behind.
+            return Error::protocol("HTTP", format!("the answer is not valid HTTP/1.1 ({h})"));
+        }
         if let Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) =
             err.downcast_ref::<rustls::Error>()
         {
@@ -458,6 +477,14 @@ fn from_reqwest(e: reqwest::Error) -> Error {
             );
         }
         cur = err.source();
+    }
+    if e.is_connect() && !e.is_timeout() {
+        // The innermost cause is the system's word ("Connection refused").
+        let mut last: &(dyn std::error::Error + 'static) = &e;
+        while let Some(next) = last.source() {
+            last = next;
+        }
+        return Error::connect(last.to_string());
     }
     if e.is_timeout() {
         Error::timeout(if e.is_connect() { "connect" } else { "request" })

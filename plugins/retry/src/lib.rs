@@ -37,12 +37,12 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use tower::Layer;
-use tusflow_core::attempts::RetryCounter;
+use tusflow_core::attempts::{MaxTries, RetryCounter};
 use tusflow_core::middleware::clone_parts;
 use tusflow_core::middleware::{Layered, Middleware, Next};
 use tusflow_core::protocol::{self, header};
 use tusflow_core::service::ResponseFuture;
-use tusflow_core::{Body, Error, Operation, Request, Response, Result};
+use tusflow_core::{Body, Error, Operation, Request, Response, Result, UploadLength};
 
 pub use config::{RetryConfig, RetryPlugin};
 pub use policy::Backoff;
@@ -107,6 +107,12 @@ impl RetryLayer {
     /// The longest backoff delay.
     pub fn max_delay(self, d: Duration) -> Self {
         self.edit(|b| b.max_delay = d)
+    }
+
+    /// The longest `Retry-After` honoured (default 60 s); a longer one is capped, and
+    /// the log says so.
+    pub fn max_retry_after(self, d: Duration) -> Self {
+        self.edit(|b| b.max_retry_after = d)
     }
 
     /// The policy.
@@ -215,6 +221,8 @@ struct Attempts<'a> {
     total: u32,
     /// The upload's counter, when the driver counts retries.
     counter: Option<RetryCounter>,
+    /// The request's own cap on tries ([`MaxTries`]), if lower than the policy's.
+    cap: u32,
 }
 
 impl Attempts<'_> {
@@ -222,12 +230,23 @@ impl Attempts<'_> {
     async fn again(&mut self, op: Option<Operation>, err: &Error) -> bool {
         if !retryable(op, err)
             || self.streak >= self.policy.max_attempts
-            || self.total >= self.policy.max_total_attempts
+            || self.total >= self.policy.max_total_attempts.min(self.cap)
         {
             return false;
         }
         let delay = self.policy.delay(self.streak, err.retry_after());
-        tracing::warn!(
+        if let Some(asked) = err.retry_after()
+            && asked > self.policy.max_retry_after
+        {
+            tracing::info!(
+                asked_s = asked.as_secs(),
+                waiting_s = delay.as_secs(),
+                "the server asked to wait {} s before trying again; waiting at most {} s (max_retry_after)",
+                asked.as_secs(),
+                self.policy.max_retry_after.as_secs()
+            );
+        }
+        tracing::info!(
             operation = op.map(Operation::as_str),
             attempt = self.total,
             delay_ms = delay.as_millis() as u64,
@@ -246,12 +265,14 @@ impl Attempts<'_> {
 
 async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Response> {
     let op = req.extensions().get::<Operation>().copied();
+    let cap = MaxTries::of(&req).unwrap_or(u32::MAX);
     let (template, first) = Template::new(req);
     let mut tries = Attempts {
         policy: &policy,
         streak: 1,
         total: 1,
         counter: template.parts.extensions.get::<RetryCounter>().cloned(),
+        cap,
     };
     if op != Some(Operation::Append) {
         let mut req = first;
@@ -282,6 +303,16 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
     // An append that declares a deferred length has landed only once the server knows
     // the length too: for an empty one, the offset alone says nothing.
     let declares_length = template.parts.headers.contains_key(header::UPLOAD_LENGTH);
+    // The upload's length as the client knows it: declared here, or told by the client.
+    let expected = protocol::upload_length(&template.parts.headers)
+        .ok()
+        .flatten()
+        .or_else(|| template.parts.extensions.get::<UploadLength>().map(|l| l.0));
+    let shown = || {
+        tusflow_core::Url::parse(&template.parts.uri.to_string())
+            .map(|u| protocol::redact_url(&u))
+            .unwrap_or_default()
+    };
     let mut from = start;
     let mut req = first;
     // True once a try may have reached the server and been applied: only then can a
@@ -300,8 +331,24 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
         let (offset, length_known, head) = loop {
             match inner.call(template.offset_request()).await {
                 Ok(resp) => {
-                    let known = resp.headers().contains_key(header::UPLOAD_LENGTH);
-                    break (protocol::upload_offset(resp.headers())?, known, resp);
+                    let theirs = protocol::upload_length(resp.headers())?;
+                    if let (Some(theirs), Some(ours)) = (theirs, expected)
+                        && theirs != ours
+                    {
+                        return Err(Error::protocol(
+                            "Upload-Length",
+                            format!(
+                                "the upload is {theirs} bytes long on the server but {ours} bytes here: it is not this upload (another at the same URL?)"
+                            ),
+                        )
+                        .with_operation(Operation::Offset)
+                        .with_url(shown()));
+                    }
+                    break (
+                        protocol::upload_offset(resp.headers())?,
+                        theirs.is_some(),
+                        resp,
+                    );
                 }
                 Err(e) if tries.again(Some(Operation::Offset), &e).await => {}
                 Err(e) => return Err(e),
@@ -321,9 +368,6 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
             continue;
         }
         if offset >= end && !may_have_landed {
-            let url = tusflow_core::Url::parse(&template.parts.uri.to_string())
-                .map(|u| protocol::redact_url(&u))
-                .unwrap_or_default();
             return Err(Error::protocol(
                 "Upload-Offset",
                 format!(
@@ -331,7 +375,7 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
                 ),
             )
             .with_operation(Operation::Append)
-            .with_url(url));
+            .with_url(shown()));
         }
         if offset >= end {
             // The append went through; only its answer was lost. The server's own

@@ -32,7 +32,7 @@ impl Default for Backoff {
             max_total_attempts: 100,
             initial_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(300),
+            max_retry_after: Duration::from_secs(60),
             delays: None,
         }
     }

@@ -291,3 +291,59 @@ async fn checksum_mismatch_resends_and_409_resyncs() {
     assert!(svc.oneshot(req).await.is_err());
     assert_eq!(up.lock().unwrap().calls.len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_capped_by_max_tries_gets_no_more() {
+    let up = Arc::new(Mutex::new(Upload {
+        faults: vec![(Operation::Create, Fault::Status(503)); 6],
+        ..Default::default()
+    }));
+    let svc = fast().layer(server(Arc::clone(&up)));
+    let req = http::Request::post("http://h/files/")
+        .extension(Operation::Create)
+        .extension(tusflow_core::attempts::MaxTries(2))
+        .body(Body::empty())
+        .unwrap();
+    let err = svc.oneshot(req).await.unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(up.lock().unwrap().calls.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resync_finding_another_length_is_not_this_upload() {
+    let up = Arc::new(Mutex::new(Upload {
+        length: Some(999),
+        faults: vec![(Operation::Append, Fault::Cut(10))],
+        ..Default::default()
+    }));
+    let svc = fast().layer(server(Arc::clone(&up)));
+    let mut req = append(0, DATA);
+    req.extensions_mut()
+        .insert(tusflow_core::UploadLength(DATA.len() as u64));
+    let err = svc.oneshot(req).await.unwrap_err();
+    assert!(err.is_protocol(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the upload is 999 bytes long on the server but 36 bytes here"),
+        "{err}"
+    );
+    // Nothing more was sent to it after the HEAD.
+    assert_eq!(up.lock().unwrap().calls.len(), 2);
+}
+
+#[test]
+fn a_long_retry_after_is_capped_at_a_minute_by_default() {
+    let b = RetryLayer::new().policy().clone();
+    assert_eq!(
+        b.delay(1, Some(Duration::from_secs(300))),
+        Duration::from_secs(60)
+    );
+    let b = RetryLayer::new()
+        .max_retry_after(Duration::from_secs(5))
+        .policy()
+        .clone();
+    assert_eq!(
+        b.delay(1, Some(Duration::from_secs(300))),
+        Duration::from_secs(5)
+    );
+}
