@@ -256,6 +256,8 @@ pub(crate) async fn run_jobs(
             all.finish();
         }
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        // The bars end where they are drawn: what follows starts on a line of its own.
+        eprintln!();
     }
     if let Some(e) = write_error {
         let path = common.report.as_deref().unwrap_or(Path::new("?"));

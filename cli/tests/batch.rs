@@ -375,6 +375,23 @@ async fn ctrl_c_stops_cleanly_and_says_how_to_continue() {
     assert_eq!(r["totals"]["interrupted"], true);
     assert!(r["totals"]["complete"].as_u64().unwrap() < 30);
 
+    // `list` shows what each server has now, as `status` does, not the offset last
+    // stored (a streaming PATCH cut by Ctrl-C leaves 0 there).
+    let out = tusflow(dir.path(), &["list", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!listed.trim().is_empty(), "nothing stored after Ctrl-C");
+    for line in listed.lines() {
+        let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+        let url = rec["url"].as_str().unwrap();
+        let st = tusflow(dir.path(), &["status", "--json", url])
+            .output()
+            .unwrap();
+        let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+        assert_eq!(rec["offset"], st["offset"], "{line}");
+        assert_eq!(rec["server_offset"], st["offset"], "{line}");
+    }
+
     let out = tokio::task::spawn_blocking({
         let d = dir.path().to_owned();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -442,4 +459,59 @@ async fn ctrl_c_says_what_a_run_again_does() {
             assert!(!err.contains("are stored"), "{err}");
         }
     }
+}
+
+/// On a terminal, Ctrl-C leaves the total bar where it was (not at 100 %), and the
+/// summary and the command to continue come after the bars' last drawing, not under
+/// it. (`script` gives the run a terminal; the Ctrl-C is typed into it.)
+#[test]
+fn ctrl_c_on_a_terminal_keeps_the_bars_true_and_the_message_last() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    mib_files(&dir.path().join("in"), 10);
+    let exe = env!("CARGO_BIN_EXE_tusflow");
+    let cmd = format!(
+        "{exe} batch -e {} --concurrency 2 --rate-limit 2MB/s --store s.redb in",
+        server.endpoint
+    );
+    let mut child = Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .current_dir(dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while server
+        .stored_sizes()
+        .iter()
+        .filter(|s| **s == 1 << 20)
+        .count()
+        < 2
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last_bar = text.rfind("total ").expect("a total bar was drawn");
+    let continue_at = text
+        .rfind("To continue, run:")
+        .expect("the command to continue");
+    assert!(
+        continue_at > last_bar,
+        "the bars drew over the message: {text}"
+    );
+    let summary = text.rfind(" complete, ").expect("a summary line");
+    assert!(summary > last_bar, "{text}");
+    let bar = &text[last_bar..summary];
+    assert!(
+        !bar.contains("10.00 MiB/10.00 MiB"),
+        "the total jumped to the end: {bar}"
+    );
 }
