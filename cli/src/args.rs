@@ -255,6 +255,12 @@ pub(crate) fn common_overrides(c: &CommonArgs) -> Result<serde_json::Value, Fail
         }
     }
     if let Some(n) = c.parallel {
+        if n == 0 {
+            return Err(Failure::Usage(
+                "invalid --parallel 0: expected at least 1 (1: one upload, no partial uploads)"
+                    .into(),
+            ));
+        }
         o.insert("parallel".into(), json!(n));
     }
     if let Some(n) = c.concurrency {

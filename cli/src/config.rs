@@ -305,10 +305,33 @@ pub(crate) fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Loa
             .replacen("middleware.rate_limit", "middleware.rate-limit", 1)
             .into()
     });
-    figment = figment.merge(env).merge(Serialized::defaults(overrides));
+    figment = figment.merge(env);
+    // What the file and env say is checked as written, before any flag replaces it:
+    // a bad value is an error for every command, not only those that use it.
+    figment
+        .extract::<Config>()
+        .map_err(|e| config_error("", e))?;
+    figment = figment.merge(CommandLine(Serialized::defaults(overrides)));
     let config: Config = figment.extract().map_err(|e| config_error("", e))?;
     Ok(Loaded { config, figment })
 }
+
+/// The flags given, as a provider that says so in messages ("in the command line").
+struct CommandLine<T>(Serialized<T>);
+
+impl<T: Serialize> figment::Provider for CommandLine<T> {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(COMMAND_LINE)
+    }
+
+    fn data(
+        &self,
+    ) -> std::result::Result<figment::value::Map<figment::Profile, Dict>, figment::Error> {
+        self.0.data()
+    }
+}
+
+const COMMAND_LINE: &str = "the command line";
 
 impl Loaded {
     /// Check that every `[middleware.NAME]` section names a known plugin, and build the
@@ -363,8 +386,8 @@ impl Loaded {
                     Some(figment::Source::Code(_)) if m.name.ends_with("::Config") => {
                         "default".to_owned()
                     }
-                    Some(figment::Source::Code(_)) => "command line".to_owned(),
                     Some(s) => format!("{} {s}", m.name),
+                    None if m.name == COMMAND_LINE => "command line".to_owned(),
                     None => m.name.to_string(),
                 })
                 .unwrap_or_else(|| "default".into());

@@ -203,7 +203,7 @@ fn main() -> ExitCode {
                 all,
                 expired,
                 store,
-            } => stored::forget(upload_url.as_deref(), all, expired, &store),
+            } => stored::forget(config, upload_url.as_deref(), all, expired, &store),
             Command::Info {
                 endpoint,
                 conn,

@@ -15,6 +15,7 @@ pub(crate) async fn list(
     json: bool,
     conn: Option<&crate::args::ConnArgs>,
 ) -> Result<u8, Failure> {
+    let store = &with_config(config, store)?;
     let path = store.path()?;
     if !path.exists() {
         if !json {
@@ -80,6 +81,16 @@ pub(crate) async fn list(
     Ok(OK)
 }
 
+/// The store the config names (`store.path`, `store.wait`) unless `--store` is given;
+/// the config is checked as every command checks it.
+fn with_config(config: Option<&std::path::Path>, store: &StoreArgs) -> Result<StoreArgs, Failure> {
+    let loaded = crate::config::load(config, json!({}))?;
+    Ok(StoreArgs {
+        path: store.path.clone().or(loaded.config.store.path.clone()),
+        wait: store.wait.or(Some(loaded.config.store.wait)),
+    })
+}
+
 /// What each record's server has: its offset, or why it could not say.
 async fn server_offsets(
     config: Option<&std::path::Path>,
@@ -134,11 +145,13 @@ pub(crate) fn human_age(secs: u64) -> String {
 }
 
 pub(crate) fn forget(
+    config: Option<&std::path::Path>,
     url: Option<&str>,
     all: bool,
     expired: bool,
     store: &StoreArgs,
 ) -> Result<u8, Failure> {
+    let store = &with_config(config, store)?;
     let path = store.path()?;
     if !path.exists() {
         println!("forgot 0 uploads");

@@ -299,3 +299,84 @@ fn framing_and_tus_headers_are_refused_as_default_headers() {
     }
     assert_eq!(server.upload_count(), 0, "nothing was created");
 }
+
+/// Config messages name the flag or the key as the user wrote it, say durations with
+/// their unit, and every command checks the config file the same way.
+#[test]
+fn config_messages_name_the_flag_or_key_the_user_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = make_file(dir.path(), "f.bin", 10, 3);
+    let f = f.to_str().unwrap();
+    let clean = |err: &str| {
+        assert!(!err.contains("default."), "{err}");
+        assert!(!err.contains("``"), "{err}");
+        assert!(!err.contains(".rs:"), "{err}");
+        assert!(!err.contains("variant"), "{err}");
+    };
+
+    let shown = String::from_utf8_lossy(&tusflow(&["config", "show"]).stdout).into_owned();
+    assert!(
+        shown.contains("stall_timeout = \"30s\"    # default"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("store.wait = \"30s\"    # default"),
+        "{shown}"
+    );
+    clean(&shown);
+
+    let out = tusflow(&["upload", "--parallel", "0", "-e", "http://127.0.0.1:9/", f]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid --parallel 0"),
+        "{}",
+        stderr(&out)
+    );
+    clean(&stderr(&out));
+
+    let size = dir.path().join("size.toml");
+    std::fs::write(
+        &size,
+        "[middleware]\nstack = [\"rate-limit\"]\n[middleware.rate-limit]\nbytes_per_second = true\n",
+    )
+    .unwrap();
+    let out = tusflow(&[
+        "-c",
+        size.to_str().unwrap(),
+        "upload",
+        "-e",
+        "http://127.0.0.1:9/",
+        f,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("expected a size") && err.contains("`middleware.rate-limit.bytes_per_second`"),
+        "{err}"
+    );
+    clean(&err);
+
+    let kind = dir.path().join("kind.toml");
+    std::fs::write(&kind, "[store]\nkind = \"redbb\"\n").unwrap();
+    let k = kind.to_str().unwrap();
+    let commands: [&[&str]; 6] = [
+        &["-c", k, "upload", "-e", "http://127.0.0.1:9/", f],
+        &["-c", k, "list"],
+        &["-c", k, "forget", "--all"],
+        &["-c", k, "info", "http://127.0.0.1:9/"],
+        &["-c", k, "status", "http://127.0.0.1:9/files/x"],
+        &["-c", k, "config", "show"],
+    ];
+    for args in commands {
+        let out = tusflow(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(
+                "unknown value `redbb`: expected one of redb, memory, none for key `store.kind` in"
+            ),
+            "{args:?}: {err}"
+        );
+        clean(&err);
+    }
+}

@@ -91,12 +91,73 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     Duration::try_from_secs_f64(n * secs).map_err(|_| bad())
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// A number or a text, as a config value may be given; anything else is an error that
+/// says what was expected (not serde's "did not match any variant").
 enum NumOrText {
     Int(u64),
     Float(f64),
     Text(String),
+}
+
+struct NumOrTextVisitor(&'static str);
+
+impl<'de> serde::de::Visitor<'de> for NumOrTextVisitor {
+    type Value = NumOrText;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<NumOrText, E> {
+        Ok(NumOrText::Int(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<NumOrText, E> {
+        u64::try_from(v)
+            .map(NumOrText::Int)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<NumOrText, E> {
+        if v < 0.0 {
+            return Err(E::invalid_value(serde::de::Unexpected::Float(v), &self));
+        }
+        Ok(NumOrText::Float(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<NumOrText, E> {
+        Ok(NumOrText::Text(v.to_owned()))
+    }
+}
+
+impl NumOrText {
+    fn read<'de, D: Deserializer<'de>>(
+        d: D,
+        expecting: &'static str,
+    ) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(NumOrTextVisitor(expecting))
+    }
+}
+
+impl<'de> Deserialize<'de> for NumOrText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        NumOrText::read(d, DURATION_EXPECTED)
+    }
+}
+
+const SIZE_EXPECTED: &str = "a size: a number of bytes, or a text such as \"50 MB\" or \"8 MiB\"";
+const DURATION_EXPECTED: &str =
+    "a duration: a number of seconds, or a text such as \"250ms\", \"30s\" or \"5m\"";
+
+/// A duration as config files write it: `30s`, `250ms`, `1.5s`.
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.subsec_nanos() % 1_000_000 == 0 && d.as_secs() == 0 {
+        format!("{}ms", d.subsec_millis())
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
 }
 
 /// Serde helpers: `#[serde(with = "tusflow_core::config::size")]` takes `1048576` or
@@ -106,7 +167,7 @@ pub mod size {
 
     /// Deserialize a size.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
-        match NumOrText::deserialize(d)? {
+        match NumOrText::read(d, SIZE_EXPECTED)? {
             NumOrText::Int(n) => Ok(n),
             NumOrText::Float(f) if f >= 0.0 && f.fract() == 0.0 => Ok(f as u64),
             NumOrText::Float(f) => Err(serde::de::Error::custom(format!("invalid size {f}"))),
@@ -127,19 +188,19 @@ pub mod duration {
 
     /// Deserialize a duration.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
-        match NumOrText::deserialize(d)? {
+        match NumOrText::read(d, DURATION_EXPECTED)? {
             NumOrText::Int(n) => Ok(Duration::from_secs(n)),
             NumOrText::Float(f) => Duration::try_from_secs_f64(f).map_err(serde::de::Error::custom),
             NumOrText::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
         }
     }
 
-    /// Serialize a duration as (fractional) seconds.
+    /// Serialize a duration with its unit (`"30s"`, `"250ms"`).
     pub fn serialize<S: serde::Serializer>(
         v: &Duration,
         s: S,
     ) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_f64(v.as_secs_f64())
+        s.serialize_str(&format_duration(*v))
     }
 }
 
@@ -167,14 +228,14 @@ pub mod durations {
             .transpose()
     }
 
-    /// Serialize a list of durations as seconds.
+    /// Serialize a list of durations with their units.
     pub fn serialize<S: serde::Serializer>(
         v: &Option<Vec<Duration>>,
         s: S,
     ) -> std::result::Result<S::Ok, S::Error> {
         use serde::Serialize;
         v.as_ref()
-            .map(|v| v.iter().map(Duration::as_secs_f64).collect::<Vec<_>>())
+            .map(|v| v.iter().copied().map(format_duration).collect::<Vec<_>>())
             .serialize(s)
     }
 }
@@ -182,6 +243,37 @@ pub mod durations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_written_with_units_read_back() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_secs(30),
+            Duration::from_millis(250),
+            Duration::from_millis(1500),
+            Duration::from_secs(3600),
+        ] {
+            let text = format_duration(d);
+            assert!(text.ends_with('s'), "{text}");
+            assert_eq!(parse_duration(&text).unwrap(), d, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_says_what_was_expected() {
+        #[derive(Debug, serde::Deserialize)]
+        struct C {
+            #[serde(with = "size")]
+            _s: u64,
+        }
+        use figment::providers::Format as _;
+        let err = figment::Figment::from(figment::providers::Toml::string("_s = true"))
+            .extract::<C>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a size: a number of bytes"), "{err}");
+        assert!(!err.contains("variant"), "{err}");
+    }
 
     #[test]
     fn durations() {

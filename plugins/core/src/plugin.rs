@@ -165,9 +165,8 @@ pub fn config_error(section: &str, e: figment::Error) -> Error {
                     let prefix = m.name.split('`').nth(1).unwrap_or("");
                     format!("{prefix}{}", path.join("__").to_ascii_uppercase())
                 }
-                Some(m) if !path.is_empty() => {
-                    m.interpolate(&e.profile.clone().unwrap_or_default(), &path)
-                }
+                // The key as a file writes it (figment's own adds its profile,
+                // `default.`, which no file of ours has).
                 _ => path.join("."),
             };
             let source = e
@@ -178,8 +177,9 @@ pub fn config_error(section: &str, e: figment::Error) -> Error {
                     None => format!(" in {}", m.name),
                 })
                 .unwrap_or_default();
+            use figment::error::Kind as K;
             let hint = match &e.kind {
-                figment::error::Kind::UnknownField(field, expected) => suggest(field, expected)
+                K::UnknownField(field, expected) => suggest(field, expected)
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default(),
                 _ => String::new(),
@@ -189,7 +189,26 @@ pub fn config_error(section: &str, e: figment::Error) -> Error {
             } else {
                 format!(" for key `{key}`")
             };
-            format!("{}{hint}{at}{source}", e.kind)
+            // figment quotes a list of names inside quotes; say it plainly.
+            let what = match &e.kind {
+                K::UnknownVariant(found, expected) => {
+                    format!(
+                        "unknown value `{found}`: expected one of {}",
+                        expected.join(", ")
+                    )
+                }
+                K::UnknownField(_, expected) => {
+                    // The key is the whole path; the known ones only without a hint.
+                    let known = if hint.is_empty() {
+                        format!(" (known keys here: {})", expected.join(", "))
+                    } else {
+                        String::new()
+                    };
+                    return format!("unknown key `{key}`{hint}{known}{source}");
+                }
+                other => other.to_string(),
+            };
+            format!("{what}{hint}{at}{source}")
         })
         .collect();
     Error::config(msgs.join("; "))
