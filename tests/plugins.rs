@@ -260,3 +260,37 @@ async fn a_stack_from_config_names_and_sections() {
     server.assert_stored(done.url.as_str(), &data);
     let _: Url = done.url;
 }
+
+/// The README's middleware snippet, as written there, against the project's own test
+/// server (which has no checksum extension) and against rustus (which has): both
+/// uploads complete with the bytes intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_middleware_snippet_uploads_to_both_test_servers() {
+    use tusflow::auth::AuthLayer;
+    let readme = std::fs::read_to_string(support::root().join("README.md")).unwrap();
+    let snippet = ".layer(ChecksumLayer::any().required(false).chunk_size(8 << 20))";
+    assert!(readme.contains(snippet), "the README's snippet changed");
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "f.bin", 3 << 20, 77);
+    let node = TusServer::start();
+    let rustus = RustusServer::start(&[]);
+    for endpoint in [node.endpoint.as_str(), rustus.endpoint.as_str()] {
+        let client = Client::builder()
+            .endpoint(endpoint)
+            .layer(RetryLayer::with_delays(
+                [0, 1000, 3000, 5000].map(Duration::from_millis),
+            ))
+            .layer(AuthLayer::bearer("s3cr3t"))
+            .layer(ChecksumLayer::any().required(false).chunk_size(8 << 20))
+            .build()
+            .unwrap();
+        let done = client.uploader(path.as_path()).upload().await.unwrap();
+        assert!(done.complete, "{endpoint}");
+        let stored = if endpoint == node.endpoint {
+            std::fs::read(node.stored_path(done.url.as_str())).unwrap()
+        } else {
+            std::fs::read(rustus.stored_path(done.url.as_str())).unwrap()
+        };
+        assert_eq!(stored, std::fs::read(&path).unwrap(), "{endpoint}");
+    }
+}

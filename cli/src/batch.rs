@@ -208,6 +208,10 @@ pub(crate) async fn run_jobs(
         if let Some(e) = &r.error
             && !r.unreachable
         {
+            // (An unreadable file's error names it already.)
+            let e = e
+                .strip_prefix(&format!("reading {}: ", r.path))
+                .unwrap_or(e);
             let shown = crate::text::shown(e);
             match &printer {
                 Some(m) => m.suspend(|| eprintln!("tusflow: {path}: {shown}")),

@@ -32,13 +32,6 @@ fn rel(path: &Path, base: &Path) -> String {
         .into_owned()
 }
 
-fn not_found(path: &Path) -> Error {
-    Error::io(
-        Some(path),
-        std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
-    )
-}
-
 /// A file system identity, to find directory loops through symlinks.
 #[cfg(unix)]
 fn identity(m: &std::fs::Metadata) -> (u64, u64) {
@@ -130,8 +123,9 @@ pub(crate) struct Walk {
 }
 
 impl Walk {
-    /// Check every argument now (a name that matches nothing is an error naming it, an
-    /// invalid glob too); the files are found as the walk is iterated.
+    /// Check every glob now (an invalid one is an error naming it); the files are found
+    /// as the walk is iterated, and a name that does not exist or a glob that matches
+    /// nothing is a failed entry of its own ([`Unlisted`]), as in `upload`.
     pub(crate) fn new(patterns: &[String], exclude: &[String]) -> Result<Self> {
         let excludes = exclude
             .iter()
@@ -144,8 +138,6 @@ impl Walk {
             if has_glob(p) {
                 glob::Pattern::new(p)
                     .map_err(|e| Error::config(format!("invalid glob {p:?}: {e}")))?;
-            } else if std::fs::metadata(p).is_err() {
-                return Err(not_found(Path::new(p)));
             }
         }
         Ok(Walk {
@@ -306,10 +298,14 @@ impl Iterator for Walk {
                     return Self::unlisted(&path, why.into());
                 }
                 Pending::GlobEnd { pattern, found } => {
-                    if *found == self.found {
-                        tracing::warn!(pattern = %pattern, "matches no file");
-                    }
+                    // A pattern that matches nothing is a failed entry, as a name
+                    // that does not exist is: the run says so and exits 1.
+                    let none = *found == self.found;
+                    let pattern = pattern.clone();
                     self.stack.pop();
+                    if none {
+                        return Self::unlisted(Path::new(&pattern), "matches no file".into());
+                    }
                     continue;
                 }
                 Pending::Dir(dir) => dir,
@@ -393,11 +389,10 @@ mod tests {
         let jobs: Vec<Job> = w.map(|j| j.ok().unwrap()).collect();
         let r: Vec<&str> = jobs.iter().map(|j| j.relpath.as_str()).collect();
         assert_eq!(r, ["1.txt", "b/2.txt"]);
-        let e = Walk::new(&[format!("{root}/nope")], &[])
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("nope"), "{e}");
+        // A name that does not exist, and a glob that matches nothing: failed entries.
+        let w = Walk::new(&[format!("{root}/nope"), format!("{root}/*.nope")], &[]).unwrap();
+        let unlisted: Vec<String> = w.map(|j| j.err().unwrap().reason).collect();
+        assert_eq!(unlisted, ["no such file or directory", "matches no file"]);
         assert_eq!(
             tusflow::batch::render_template("{relpath} ({size}) {filename}", &jobs[1], 7),
             "b/2.txt (7) 2.txt"

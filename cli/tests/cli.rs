@@ -380,3 +380,58 @@ fn config_messages_name_the_flag_or_key_the_user_wrote() {
         clean(&err);
     }
 }
+
+/// One rule for exit codes in `upload` and `batch`: a name that does not exist and a
+/// glob that matches nothing are failed files (exit 1, one line each, the others still
+/// go); `--stop-at` is an ending as asked (exit 0). A run of several files ends with a
+/// summary line.
+#[test]
+fn exit_codes_follow_one_rule_and_a_batch_ends_with_a_summary() {
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let good = make_file(dir.path(), "good.bin", 300_000, 8);
+    let missing = dir.path().join("missing.bin");
+    let glob = dir.path().join("nothing-*.bin");
+    let (good, missing, glob) = (
+        good.to_str().unwrap(),
+        missing.to_str().unwrap(),
+        glob.to_str().unwrap(),
+    );
+    for cmd in ["upload", "batch"] {
+        let mut args = vec![cmd, "-e", &server.endpoint, "--no-store", missing, good];
+        if cmd == "batch" {
+            args.push(glob);
+        }
+        let out = tusflow(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        let lines: Vec<&str> = err.lines().collect();
+        let failures = if cmd == "batch" { 2 } else { 1 };
+        assert_eq!(lines.len(), failures, "{cmd}: {err}");
+        assert!(
+            lines[0].ends_with("missing.bin: no such file or directory")
+                || lines[0].contains("missing.bin: No such file or directory"),
+            "{cmd}: {err}"
+        );
+        if cmd == "batch" {
+            assert!(
+                lines[1].ends_with("nothing-*.bin: matches no file"),
+                "{err}"
+            );
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let summary = format!("1 complete, {failures} failed, 292.97 KiB in ");
+        assert!(stdout.contains(&summary), "{cmd}: {stdout}");
+    }
+    let out = tusflow(&[
+        "upload",
+        "-e",
+        &server.endpoint,
+        "--no-store",
+        "--stop-at",
+        "1000",
+        good,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped at 1000 of 300000 bytes"));
+}

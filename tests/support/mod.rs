@@ -255,14 +255,17 @@ impl RustusServer {
             .args(["--log-level", "ERROR", "--workers", "2"])
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            // Its banner and log go to a file of its own, shown if it fails to start.
+            .stderr(File::create(dir.path().join("rustus.log")).unwrap())
             .spawn()
             .expect("start rustus");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(&addr).is_err() {
             if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
                 let _ = child.kill();
-                panic!("rustus did not start on {addr}");
+                let log =
+                    std::fs::read_to_string(dir.path().join("rustus.log")).unwrap_or_default();
+                panic!("rustus did not start on {addr}:\n{log}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
