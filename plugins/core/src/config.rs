@@ -153,7 +153,7 @@ const DURATION_EXPECTED: &str =
 pub fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
-    } else if d.subsec_nanos() % 1_000_000 == 0 && d.as_secs() == 0 {
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) && d.as_secs() == 0 {
         format!("{}ms", d.subsec_millis())
     } else {
         format!("{}s", d.as_secs_f64())
