@@ -198,18 +198,15 @@ fn one_failed_upload_is_one_line_at_the_default_verbosity() {
             });
         }
     });
-    let out = tusflow(
-        &[
-            "upload",
-            "-e",
-            &format!("http://127.0.0.1:{port}/files/"),
-            "--no-store",
-            "--retries",
-            "2",
-            dir.path().join("f00.bin").to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    let endpoint = format!("http://127.0.0.1:{port}/files/");
+    let file = dir.path().join("f00.bin");
+    let run = |verbose: &[&str]| {
+        let mut args = vec!["upload", "-e", &endpoint, "--no-store", "--retries", "2"];
+        args.extend_from_slice(verbose);
+        args.push(file.to_str().unwrap());
+        tusflow(&args, dir.path())
+    };
+    let out = run(&[]);
     let (lines, err) = lines(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(lines.len(), 1, "{err}");
@@ -221,19 +218,7 @@ fn one_failed_upload_is_one_line_at_the_default_verbosity() {
     assert!(out.stdout.is_empty());
 
     // From -v up, the log says what happened on the way.
-    let out = tusflow(
-        &[
-            "upload",
-            "-v",
-            "-e",
-            &format!("http://127.0.0.1:{port}/files/"),
-            "--no-store",
-            "--retries",
-            "2",
-            dir.path().join("f00.bin").to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    let out = run(&["-v"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("retrying"), "{err}");
 }

@@ -72,6 +72,30 @@ fn secrets_stay_out_of_logs_errors_json_and_the_report() {
     }
 }
 
+/// `tusflow upload -vvv --json --store st.redb -e ENDPOINT EXTRA.. FILE` in `dir`: its
+/// exit code, stdout and stderr.
+fn upload_vvv(
+    dir: &std::path::Path,
+    endpoint: &str,
+    extra: &[&str],
+    file: &std::path::Path,
+) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tusflow"))
+        .args([
+            "upload", "-vvv", "--json", "--store", "st.redb", "-e", endpoint,
+        ])
+        .args(extra)
+        .arg(file)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// User info in the endpoint is Basic credentials, as curl reads it: the server gets
 /// them, and neither `-vvv`, the output, nor the store holds the password (or the
 /// user info at all). Terminal control bytes in a server's metadata are shown escaped.
@@ -85,19 +109,8 @@ fn endpoint_userinfo_is_basic_auth_and_stays_out_of_logs_and_the_store() {
     let endpoint = server
         .endpoint
         .replacen("http://", "http://us%20er:p%40ss@", 1);
-    let out = Command::new(env!("CARGO_BIN_EXE_tusflow"))
-        .args([
-            "upload", "-vvv", "--json", "--store", "st.redb", "-e", &endpoint,
-        ])
-        .arg(&file)
-        .current_dir(d)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (code, stdout, stderr) = upload_vvv(d, &endpoint, &[], &file);
+    assert_eq!(code, Some(0), "{stderr}");
     let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     server.assert_stored_file(line["url"].as_str().unwrap(), &file);
     for secret in ["p%40ss", "p@ss", "us%20er", "dXMgZXI6cEBzcw"] {
@@ -159,21 +172,12 @@ fn a_token_in_the_endpoints_query_stays_out_of_logs_and_the_store() {
     let d = dir.path();
     let file = make_file(d, "f.bin", 200_000, 5);
     let endpoint = format!("{}?token=s3cr3tq", server.endpoint);
-    let out = Command::new(env!("CARGO_BIN_EXE_tusflow"))
-        .args([
-            "upload", "-vvv", "--json", "--store", "st.redb", "-e", &endpoint,
-        ])
-        .arg(&file)
-        .current_dir(d)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // Stopped halfway, so its record stays in the store.
+    let extra = ["--chunk-size", "50000", "--stop-at", "100000"];
+    let (code, stdout, stderr) = upload_vvv(d, &endpoint, &extra, &file);
+    assert_eq!(code, Some(0), "{stderr}");
     let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    server.assert_stored_file(line["url"].as_str().unwrap(), &file);
+    assert_eq!(line["offset"], 100_000, "{stdout}");
     assert!(!stderr.contains("s3cr3tq"), "the token in the log");
     assert!(!stdout.contains("s3cr3tq"), "the token in the output");
     let store = std::fs::read(d.join("st.redb")).unwrap();
