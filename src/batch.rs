@@ -225,6 +225,9 @@ pub struct Summary {
     /// Why the batch stopped starting files: the endpoint cannot be reached (the
     /// error, said once for the files that failed of it).
     pub unreachable: Option<String>,
+    /// True when the batch stopped before reading the whole list of jobs (the files
+    /// left unread are in no count).
+    pub unread: bool,
 }
 
 impl Summary {
@@ -333,11 +336,17 @@ where
                 on_done(&report);
                 // An endpoint that never answered is down for every file: the files
                 // in flight fail at their next request, and no more start.
-                if summary.unreachable.is_none()
-                    && let Some(e) = client.learned().down()
-                {
-                    summary.unreachable = Some(e.to_string());
-                    more = false;
+                if summary.unreachable.is_none() {
+                    let down = client.learned().down().map(|e| e.to_string());
+                    let why = if report.unreachable {
+                        report.error.clone().or(down)
+                    } else {
+                        down
+                    };
+                    if why.is_some() {
+                        summary.unreachable = why;
+                        more = false;
+                    }
                 }
             }
             j = rx.recv(), if more && set.len() < concurrency => match j {
@@ -376,7 +385,10 @@ where
     }
     match reader.await {
         // Stopped with more to read: at least the one it held.
-        Ok(true) => summary.not_started += buffered + 1,
+        Ok(true) => {
+            summary.not_started += buffered + 1;
+            summary.unread = true;
+        }
         Ok(false) => summary.not_started += buffered,
         Err(e) => {
             let report = FileReport::failed(

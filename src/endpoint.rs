@@ -35,6 +35,8 @@ pub(crate) struct Learned {
     answered: AtomicBool,
     /// When the endpoint was found unreachable, and the error that says so.
     down: Mutex<Option<(Instant, Error)>>,
+    /// How long that lasts (zero: not at all).
+    hold: Duration,
 }
 
 impl Default for Learned {
@@ -44,11 +46,20 @@ impl Default for Learned {
             chunk_limit: AtomicU64::new(u64::MAX),
             answered: AtomicBool::new(false),
             down: Mutex::new(None),
+            hold: UNREACHABLE_HOLD,
         }
     }
 }
 
 impl Learned {
+    /// With an unreachable endpoint held so for `hold`.
+    pub(crate) fn with_hold(hold: Duration) -> Self {
+        Learned {
+            hold,
+            ..Learned::default()
+        }
+    }
+
     /// True once the endpoint answered this client.
     pub(crate) fn has_answered(&self) -> bool {
         self.answered.load(Ordering::Relaxed)
@@ -62,7 +73,7 @@ impl Learned {
 
     /// The endpoint never answered: say so to every request for a while.
     pub(crate) fn found_down(&self, err: &Error) {
-        if !self.has_answered() {
+        if !self.has_answered() && !self.hold.is_zero() {
             tracing::debug!(error = %err, "the endpoint is unreachable");
             *self.down.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some((Instant::now(), err.clone()));
@@ -73,7 +84,7 @@ impl Learned {
     pub(crate) fn down(&self) -> Option<Error> {
         let mut guard = self.down.lock().unwrap_or_else(|p| p.into_inner());
         match &*guard {
-            Some((at, e)) if at.elapsed() < UNREACHABLE_HOLD => Some(e.clone()),
+            Some((at, e)) if at.elapsed() < self.hold => Some(e.clone()),
             Some(_) => {
                 *guard = None;
                 None

@@ -296,12 +296,13 @@ pub(crate) async fn run_jobs(
         } else {
             "run the same command again when it is up"
         };
-        if summary.total() > 1 {
-            eprintln!(
-                "tusflow: {}; {left} of {} files not uploaded ({again})",
-                crate::text::shown(why),
-                summary.total()
-            );
+        if summary.total() > 1 || summary.unread {
+            let of = if summary.unread {
+                format!("{left} files not uploaded and the rest not read")
+            } else {
+                format!("{left} of {} files not uploaded", summary.total())
+            };
+            eprintln!("tusflow: {}; {of} ({again})", crate::text::shown(why));
         } else {
             eprintln!("tusflow: {}", crate::text::shown(why));
         }

@@ -97,19 +97,37 @@ async fn server_offsets(
     conn: &crate::args::ConnArgs,
     records: &[tusflow::store::UploadRecord],
 ) -> Result<Vec<Option<Result<u64, String>>>, Failure> {
-    let mut o = serde_json::Map::new();
-    crate::args::conn_overrides(conn, &mut o)?;
-    o.insert("store".into(), json!({ "kind": "none" }));
-    let loaded = crate::config::load(config, serde_json::Value::from(o))?;
-    let mut stack = loaded.config.middleware.stack.clone();
-    // One try each: a listing should not wait out a retry budget per upload.
-    stack.retain(|s| s != "retry");
-    crate::args::adjust_stack(&mut stack, conn, None);
-    let client = crate::stack::client_from(&loaded, stack, false)?;
+    // A client per endpoint the records name, so credentials (headers, the auth
+    // plugin's token) go only to that endpoint's origin, as they did on upload.
+    let mut clients: std::collections::HashMap<String, tusflow::Client> = Default::default();
+    for r in records {
+        let Some(endpoint) = &r.endpoint else {
+            continue;
+        };
+        if clients.contains_key(endpoint) {
+            continue;
+        }
+        let mut o = serde_json::Map::new();
+        crate::args::conn_overrides(conn, &mut o)?;
+        o.insert("store".into(), json!({ "kind": "none" }));
+        o.insert("endpoint".into(), json!(endpoint));
+        let loaded = crate::config::load(config, serde_json::Value::from(o))?;
+        let mut stack = loaded.config.middleware.stack.clone();
+        // One try each: a listing should not wait out a retry budget per upload.
+        stack.retain(|s| s != "retry");
+        crate::args::adjust_stack(&mut stack, conn, None);
+        let client = crate::stack::client_from(&loaded, stack, false)?;
+        clients.insert(endpoint.clone(), client);
+    }
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
     let mut set = tokio::task::JoinSet::new();
+    let mut out = vec![None; records.len()];
     for (i, r) in records.iter().enumerate() {
-        let (client, limit, url) = (client.clone(), limit.clone(), r.url.clone());
+        let Some(client) = r.endpoint.as_ref().and_then(|e| clients.get(e)).cloned() else {
+            out[i] = Some(Err("not asked: the record names no endpoint".to_owned()));
+            continue;
+        };
+        let (limit, url) = (limit.clone(), r.url.clone());
         set.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let asked = async {
@@ -126,7 +144,6 @@ async fn server_offsets(
             (i, asked.await)
         });
     }
-    let mut out = vec![None; records.len()];
     while let Some(done) = set.join_next().await {
         if let Ok((i, asked)) = done {
             out[i] = Some(asked);

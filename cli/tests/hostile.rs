@@ -23,6 +23,8 @@ enum Answer {
     Early(String),
     /// Write this head, then drip a byte of body every 300 ms for a minute.
     Drip(String),
+    /// Write this head, then nothing for a minute.
+    HeadOnly(String),
 }
 
 /// What was asked: the method, the request's `Upload-Offset`, every header line.
@@ -115,6 +117,10 @@ fn handle(
         Answer::Early(_) => unreachable!("answered above"),
         Answer::Raw(bytes) => conn.write_all(bytes.as_bytes())?,
         Answer::Hang => std::thread::sleep(Duration::from_secs(60)),
+        Answer::HeadOnly(head) => {
+            conn.write_all(head.as_bytes())?;
+            std::thread::sleep(Duration::from_secs(60));
+        }
         Answer::Drip(head) => {
             conn.write_all(head.as_bytes())?;
             let start = Instant::now();
@@ -579,6 +585,18 @@ fn a_creation_with_a_broken_frame_is_not_retried_into_orphans() {
         _ => normal(a, p),
     }));
     let out = upload(port, &file, &["--retries", "7"], "a 201 cut short");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(count(&seen, "POST"), 1);
+
+    // A 201 whose promised body never comes: the head stands.
+    let (port, seen) = counted(Arc::new(|a: &Asked, p: u16| match a.method.as_str() {
+        "POST" => Answer::HeadOnly(format!(
+            "HTTP/1.1 201 Created\r\nTus-Resumable: 1.0.0\r\nLocation: http://127.0.0.1:{p}/files/1\r\nContent-Length: 50\r\n\r\n"
+        )),
+        _ => normal(a, p),
+    }));
+    let out = upload(port, &file, &["--retries", "7"], "a 201 without its body");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert_eq!(count(&seen, "POST"), 1);

@@ -152,11 +152,13 @@ fn tls_is_verified_by_default_and_insecure_is_loud() {
 
     // An unknown issuer: refused before any request, with the reason, and not tried
     // again (it would be refused again).
-    let out = upload(&[]);
+    // (-v: retries are logged from -v up.)
+    let out = upload(&["-v"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("invalid peer certificate"), "{stderr}");
     assert!(!stderr.contains("retrying"), "{stderr}");
+    assert!(!stderr.contains("cannot be reached"), "{stderr}");
     assert!(!stderr.contains("insecure"), "{stderr}");
     assert_eq!(server.upload_count(), 0);
 

@@ -15,6 +15,7 @@ pub struct ClientBuilder {
     creation_with_upload: bool,
     complete_in_creation: bool,
     trusted: Vec<reqwest::Url>,
+    unreachable_hold: std::time::Duration,
     error: Option<Error>,
 }
 
@@ -47,6 +48,7 @@ impl ClientBuilder {
             creation_with_upload: true,
             complete_in_creation: false,
             trusted: Vec::new(),
+            unreachable_hold: crate::endpoint::UNREACHABLE_HOLD,
             error: None,
         }
     }
@@ -219,6 +221,18 @@ impl ClientBuilder {
         self
     }
 
+    /// How long an endpoint that never answered stays unreachable: requests in this
+    /// time fail at once with the error that found it so (default
+    /// [`UNREACHABLE_HOLD`](crate::client::UNREACHABLE_HOLD), 30 s; a batch stops
+    /// starting files then). Zero: every request tries on its own (a service that
+    /// starts before its tus server may want that). Either way, requests before the
+    /// endpoint first answers get at most
+    /// [`FIRST_CONTACT_TRIES`](crate::client::FIRST_CONTACT_TRIES) tries.
+    pub fn unreachable_hold(mut self, hold: std::time::Duration) -> Self {
+        self.unreachable_hold = hold;
+        self
+    }
+
     /// Also send credential headers ([`is_sensitive_header`]: `Authorization`, cookies,
     /// API keys) to `origin` (e.g. `https://uploads.example.com`). By default they go
     /// only to the endpoint's origin: a server's `Location` (or a partial upload's URL)
@@ -281,7 +295,7 @@ impl ClientBuilder {
                 headers: RwLock::new(Arc::new(headers)),
                 stack,
                 resume,
-                learned: Learned::default(),
+                learned: Learned::with_hold(self.unreachable_hold),
                 creation_with_upload: self.creation_with_upload,
                 complete_in_creation: self.complete_in_creation,
                 trusted: self.trusted,

@@ -18,7 +18,9 @@ const MAX_STUCK: u32 = 3;
 /// acknowledgement, or, after a 413 (which shrinks the chunk limit) or an
 /// acknowledgement of fewer bytes than were sent, its offset by `HEAD`. `total` is the
 /// upload's length when known (a re-sync checks it); `stuck` counts the re-syncs in a
-/// row that found the server took nothing, and ends the loop at [`MAX_STUCK`].
+/// row that found the server took nothing, and ends the loop at [`MAX_STUCK`]. The
+/// `bool` is true when the server now knows the upload's length (a declared one was
+/// taken; a re-sync saw `Upload-Length`), so it is not declared again.
 pub(super) async fn append_once(
     client: &Client,
     url: &Url,
@@ -27,13 +29,13 @@ pub(super) async fn append_once(
     length: Option<u64>,
     total: Option<u64>,
     stuck: &mut u32,
-) -> Result<crate::Appended> {
+) -> Result<(crate::Appended, bool)> {
     let end = offset + body.len();
     let shown = || protocol::redact_url(url);
     let why = match client.append_to(url, offset, body, length, total).await {
         Ok(a) if a.offset == end => {
             *stuck = 0;
-            return Ok(a);
+            return Ok((a, length.is_some()));
         }
         Ok(a) if a.offset > end => {
             return Err(Error::offset_mismatch(end, a.offset).with_url(shown()));
@@ -65,7 +67,7 @@ pub(super) async fn append_once(
         }
         Err(e) => return Err(e),
     };
-    let now = resync(client, url, offset, end, total).await?;
+    let (now, length_known) = resync(client, url, offset, end, total).await?;
     if now > offset {
         *stuck = 0;
     } else if matches!(why, Resync::Short) {
@@ -82,21 +84,24 @@ pub(super) async fn append_once(
             .with_url(shown()));
         }
     }
-    Ok(crate::Appended {
-        offset: now,
-        expires: None,
-    })
+    Ok((
+        crate::Appended {
+            offset: now,
+            expires: None,
+        },
+        length_known,
+    ))
 }
 
-/// After a rejected or short append of `[from, to)`: where the server is now (and that
-/// it is still an upload of `total` bytes).
+/// After a rejected or short append of `[from, to)`: where the server is now, and
+/// whether it knows the upload's length (checked against `total`).
 pub(super) async fn resync(
     client: &Client,
     url: &Url,
     from: u64,
     to: u64,
     total: Option<u64>,
-) -> Result<u64> {
+) -> Result<(u64, bool)> {
     let st = client.status(url).await?;
     if let (Some(theirs), Some(ours)) = (st.length, total)
         && theirs != ours
@@ -118,7 +123,7 @@ pub(super) async fn resync(
         )
         .with_url(protocol::redact_url(url)));
     }
-    Ok(offset)
+    Ok((offset, st.length.is_some()))
 }
 
 /// The largest body to send: the chunk size and the endpoint's 413 limit.
@@ -225,14 +230,13 @@ impl Uploader {
             };
             self.check_unchanged()?;
             let body = self.body(offset, end).await?;
-            let end = offset + body.len();
             if body.is_empty() {
                 // A stream that ended exactly at the server's offset.
                 break;
             }
             // A deferred length goes with the first append after the end was read.
             let length = if length_sent { None } else { self.len() };
-            let appended = append_once(
+            let (appended, length_known) = append_once(
                 &self.client,
                 &url,
                 offset,
@@ -242,8 +246,7 @@ impl Uploader {
                 &mut stuck,
             )
             .await?;
-            // (A declared length went when the server took the whole append.)
-            length_sent |= length.is_some() && appended.offset == end;
+            length_sent |= length_known;
             offset = appended.offset;
             meter.acknowledged(offset);
             tracing::debug!(offset, "append accepted");

@@ -31,6 +31,7 @@ pub(super) async fn send_part(
             .observe(meter.observer(offset));
         offset = append_once(&client, &url, offset, body, None, Some(len), &mut stuck)
             .await?
+            .0
             .offset;
         meter.acknowledged(offset);
     }

@@ -32,7 +32,7 @@ impl Uploader {
             return Ok(None);
         };
         let source = self.source.name();
-        let endpoint = self.client.endpoint().map(protocol::redact_url);
+        let endpoint = self.client.endpoint().map(protocol::endpoint_key);
         let records = {
             let (store, fp) = (Arc::clone(&store), fp.clone());
             blocking(move || {
@@ -52,7 +52,7 @@ impl Uploader {
         };
         let now = crate::core::store::unix_now();
         for rec in records {
-            let stale = |why: &str| tracing::info!(url = %rec.url, why, "dropping a stored upload");
+            let stale = |why: &str| tracing::info!(url = %shown_url(&rec.url), why, "dropping a stored upload");
             if rec.is_expired(now) {
                 stale("expired");
                 self.forget(&store, &fp, &rec.url).await?;
@@ -120,9 +120,9 @@ impl Uploader {
     /// A record of this upload as it is now, under `key`.
     pub(super) fn record(&self, fp: &str, key: &str) -> UploadRecord {
         let mut rec = UploadRecord::new(fp, key);
-        // Without its query (a token there is a secret) or user info: the same
-        // endpoint gives the same key.
-        rec.endpoint = self.client.endpoint().map(protocol::redact_url);
+        // Without its query (a token there is a secret; it is kept as a hash) or user
+        // info: the same endpoint gives the same key.
+        rec.endpoint = self.client.endpoint().map(protocol::endpoint_key);
         rec.source = self.source.name();
         rec.length = self.len();
         rec.metadata = self.metadata.encode();

@@ -229,6 +229,13 @@ pub fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Optio
             .map(str::trim)
             .map_err(|_| Error::protocol(canonical(name), "not visible ASCII"))?;
         match found {
+            // (A Location's values are not shown: a signed URL's query is a secret.)
+            Some(first) if first != v && *name == http::header::LOCATION => {
+                return Err(Error::protocol(
+                    canonical(name),
+                    "given twice with different values",
+                ));
+            }
             Some(first) if first != v => {
                 return Err(Error::protocol(
                     canonical(name),
@@ -442,6 +449,23 @@ pub fn redact_url(url: &reqwest::Url) -> String {
     out
 }
 
+/// An endpoint as a URL store keeps it: shown as [`redact_url`] shows it, with no
+/// secret, yet one endpoint per query (`?tenant=a` and `?tenant=b` are two): the query
+/// is kept only as a 64-bit FNV-1a hash.
+pub fn endpoint_key(url: &reqwest::Url) -> String {
+    let mut out = redact_url(url);
+    if let Some(q) = url.query() {
+        out.truncate(out.len() - "?...".len());
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in q.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        out.push_str(&format!("?query-fnv1a={h:016x}"));
+    }
+    out
+}
+
 /// Resolve a `Location` from a creation answer against the URL of the request, and
 /// check that the result is an `http` or `https` URL.
 pub fn resolve_location(request_url: &reqwest::Url, headers: &HeaderMap) -> Result<reqwest::Url> {
@@ -495,6 +519,18 @@ pub fn base64_encode(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_endpoint_key_holds_no_query_yet_tells_queries_apart() {
+        let a = reqwest::Url::parse("https://u:p@h/files/?token=s3cr3t&tenant=a").unwrap();
+        let b = reqwest::Url::parse("https://h/files/?token=s3cr3t&tenant=b").unwrap();
+        let (ka, kb) = (endpoint_key(&a), endpoint_key(&b));
+        assert!(ka.starts_with("https://h/files/?query-fnv1a="), "{ka}");
+        assert_ne!(ka, kb);
+        assert!(!ka.contains("s3cr3t") && !ka.contains("tenant") && !ka.contains("u:p"));
+        let plain = reqwest::Url::parse("https://h/files/").unwrap();
+        assert_eq!(endpoint_key(&plain), "https://h/files/");
+    }
+
     use super::*;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

@@ -354,51 +354,49 @@ async fn send(
     }
 
     tracing::trace!(operation = op.map(Operation::as_str), url = %shown, len, "sending");
-    let exchange = async {
-        let mut resp = client.execute(rreq).await.map_err(from_reqwest)?;
-        clock.tick();
-        let status = resp.status();
-        // The head is in, and with it all that tus reads of a answer: its body (an
-        // error's excerpt, at most MAX_RESPONSE_BODY) gets one stall timeout in all, so
-        // a server dripping a byte at a time cannot hold the upload; a body cut short
-        // or badly framed costs only the excerpt (and the connection), never a
-        // creation the server made (retrying it would leave orphan uploads).
-        let deadline = Instant::now() + shared.stall_timeout;
-        let mut body = BytesMut::new();
-        while body.len() < MAX_RESPONSE_BODY {
-            match tokio::time::timeout_at(deadline, resp.chunk()).await {
-                Ok(Ok(Some(chunk))) => {
-                    clock.tick();
-                    let room = MAX_RESPONSE_BODY - body.len();
-                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                }
-                Ok(Ok(None)) => break,
-                Ok(Err(e)) => {
-                    tracing::debug!(status = status.as_u16(), error = %e, "the answer's body was cut short or badly framed");
-                    break;
-                }
-                Err(_) => {
-                    tracing::debug!(
-                        status = status.as_u16(),
-                        read = body.len(),
-                        "the answer's body did not end in time"
-                    );
-                    break;
-                }
-            }
-        }
-        let mut out = Response::builder().status(status).version(resp.version());
-        if let Some(h) = out.headers_mut() {
-            *h = std::mem::take(resp.headers_mut());
-        }
-        Ok(out
-            .body(body.freeze())
-            .expect("status and headers are valid"))
-    };
-    let result = tokio::select! {
-        r = exchange => r,
+    // Until the head is in, the stall timeout: nothing moving in either direction.
+    let head = tokio::select! {
+        r = client.execute(rreq) => r.map_err(|e| from_reqwest(e, op)),
         _ = watchdog(&clock, shared.stall_timeout) => Err(Error::timeout("stall")),
     };
+    let mut resp = head.map_err(annotate)?;
+    let status = resp.status();
+    // The head is in, and with it all that tus reads of an answer: its body (an
+    // error's excerpt, at most MAX_RESPONSE_BODY) gets one stall timeout in all, so a
+    // server dripping a byte at a time cannot hold the upload, and one that sends no
+    // body at all costs the excerpt, not the answer. A body cut short or badly framed
+    // costs only the excerpt (and the connection), never a creation the server made
+    // (retrying it would leave orphan uploads).
+    let deadline = Instant::now() + shared.stall_timeout;
+    let mut body = BytesMut::new();
+    while body.len() < MAX_RESPONSE_BODY {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                let room = MAX_RESPONSE_BODY - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                tracing::debug!(status = status.as_u16(), error = %e, "the answer's body was cut short or badly framed");
+                break;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    status = status.as_u16(),
+                    read = body.len(),
+                    "the answer's body did not end in time"
+                );
+                break;
+            }
+        }
+    }
+    let mut out = Response::builder().status(status).version(resp.version());
+    if let Some(h) = out.headers_mut() {
+        *h = std::mem::take(resp.headers_mut());
+    }
+    let result: Result<Response<Bytes>> = Ok(out
+        .body(body.freeze())
+        .expect("status and headers are valid"));
     let resp = result.map_err(annotate)?;
     // The client knows what it handed over: a success that acknowledges more than that
     // came before the body was read (or was queued on the connection), and says
@@ -446,9 +444,10 @@ pub fn error_for_status(resp: Response<Bytes>) -> Result<Response<Bytes>> {
     Err(err)
 }
 
-/// Map a reqwest error; an error of our own body (a local read failure) comes back as
-/// itself.
-fn from_reqwest(e: reqwest::Error) -> Error {
+/// Map a reqwest error of a request for `op`; an error of our own body (a local read
+/// failure) comes back as itself.
+fn from_reqwest(e: reqwest::Error, op: Option<Operation>) -> Error {
+    let mut tls = false;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(mut err) = cur {
         if let Some(ours) = err.downcast_ref::<Error>() {
@@ -463,11 +462,15 @@ fn from_reqwest(e: reqwest::Error) -> Error {
         }
         if let Some(h) = err.downcast_ref::<hyper::Error>()
             && h.is_parse()
+            && op == Some(Operation::Create)
         {
-            // The server answered, but not in HTTP: the same request gets the same
-            // garble, and a creation tried again would leave another upload behind.
+            // The server answered a creation, but not in HTTP: it may have made the
+            // upload, and a creation tried again would leave another one behind.
+            // (Other requests are tried again: stray bytes on a kept-alive connection
+            // garble the next answer once.)
             return Error::protocol("HTTP", format!("the answer is not valid HTTP/1.1 ({h})"));
         }
+        tls |= err.downcast_ref::<rustls::Error>().is_some();
         if let Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) =
             err.downcast_ref::<rustls::Error>()
         {
@@ -478,7 +481,9 @@ fn from_reqwest(e: reqwest::Error) -> Error {
         }
         cur = err.source();
     }
-    if e.is_connect() && !e.is_timeout() {
+    // (A TLS failure while connecting keeps its cause: a certificate error must stay
+    // one, not retried and not taken for a server that cannot be reached.)
+    if e.is_connect() && !e.is_timeout() && !tls {
         // The innermost cause is the system's word ("Connection refused").
         let mut last: &(dyn std::error::Error + 'static) = &e;
         while let Some(next) = last.source() {
