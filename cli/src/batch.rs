@@ -151,9 +151,14 @@ pub(crate) async fn run_jobs(
         };
         // The bars show no more than the cap: bytes a socket buffer took at once
         // are not the rate.
-        let cap = common
-            .rate_limit
-            .is_some()
+        let limited = common.rate_limit.is_some()
+            || loaded
+                .config
+                .middleware
+                .stack
+                .iter()
+                .any(|s| s == "rate-limit");
+        let cap = limited
             .then(|| {
                 loaded
                     .figment
