@@ -613,3 +613,54 @@ fn a_creation_with_a_broken_frame_is_not_retried_into_orphans() {
     assert!(err.contains("not valid HTTP"), "{err}");
     assert_eq!(count(&seen, "POST"), 1);
 }
+
+/// A stream (its length deferred, declared with its first append) that gets a short
+/// acknowledgement: the server has the length then, so the rest goes without
+/// declaring it again (tusd answers 400 to a second `Upload-Length`).
+#[cfg(unix)]
+#[test]
+fn a_short_acknowledgement_of_a_stream_does_not_declare_its_length_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("stream");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, vec![9u8; 100_000]).unwrap())
+    };
+    let state = Arc::new(Mutex::new((0u64, false)));
+    let (port, seen) = counted(Arc::new(move |a: &Asked, p: u16| {
+        let mut st = state.lock().unwrap();
+        let declares = a.headers.iter().any(|h| h.starts_with("upload-length:"));
+        match a.method.as_str() {
+            "OPTIONS" => tus(
+                "204 No Content",
+                "Tus-Version: 1.0.0\r\nTus-Extension: creation,creation-defer-length\r\n",
+            ),
+            "POST" => tus(
+                "201 Created",
+                &format!("Location: http://127.0.0.1:{p}/files/1\r\n"),
+            ),
+            "PATCH" if declares && st.1 => tus("400 Bad Request", ""),
+            "PATCH" => {
+                st.1 |= declares;
+                st.0 = if st.0 == 0 { 40_000 } else { 100_000 };
+                tus("204 No Content", &format!("Upload-Offset: {}\r\n", st.0))
+            }
+            "HEAD" => {
+                let length = if st.1 {
+                    "Upload-Length: 100000\r\n".to_owned()
+                } else {
+                    "Upload-Defer-Length: 1\r\n".to_owned()
+                };
+                tus("200 OK", &format!("Upload-Offset: {}\r\n{length}", st.0))
+            }
+            _ => normal(a, p),
+        }
+    }));
+    let out = upload(port, &fifo, &[], "a short acknowledgement of a stream");
+    writer.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(count(&seen, "PATCH"), 2, "{err}");
+}
