@@ -325,16 +325,104 @@ pub(crate) async fn run_jobs(
             );
         } else {
             // `--force` would start every file over: the continuation goes without it.
-            let args: Vec<String> = std::env::args().filter(|a| a != "--force").collect();
+            let (command, redacted) = continuation(std::env::args());
+            let note = if redacted {
+                " (secrets shown as <redacted>: give them as before)"
+            } else {
+                ""
+            };
             eprintln!(
-                "tusflow: interrupted: {done} files done, {} stopped in flight; unfinished uploads are stored. To continue, run:\n  {}",
+                "tusflow: interrupted: {done} files done, {} stopped in flight; unfinished uploads are stored. To continue, run{note}:\n  {}",
                 summary.unfinished,
-                crate::text::shown(&args.join(" "))
+                crate::text::shown(&command)
             );
         }
         return Ok(FAILED);
     }
     Ok(if summary.failed > 0 { FAILED } else { OK })
+}
+
+/// The command line to run again after Ctrl-C, shell-quoted, without `--force`, and
+/// with its secrets (credential header values, a URL's password and query) shown as
+/// `<redacted>`; true when any was.
+fn continuation(args: impl Iterator<Item = String>) -> (String, bool) {
+    let mut redacted = false;
+    let mut out: Vec<String> = Vec::new();
+    let mut header_next = false;
+    for arg in args {
+        if arg == "--force" {
+            continue;
+        }
+        let shown = if header_next {
+            header_next = false;
+            redact_header(&arg, &mut redacted)
+        } else if arg == "-H" || arg == "--header" {
+            header_next = true;
+            arg
+        } else if let Some(h) = arg.strip_prefix("--header=") {
+            format!("--header={}", redact_header(h, &mut redacted))
+        } else if let Some(h) = arg.strip_prefix("-H").filter(|h| !h.is_empty()) {
+            format!("-H{}", redact_header(h, &mut redacted))
+        } else {
+            redact_url_arg(&arg, &mut redacted)
+        };
+        out.push(shell_quote(&shown));
+    }
+    (out.join(" "), redacted)
+}
+
+/// `Name: value` with the value of a credential header redacted.
+fn redact_header(h: &str, redacted: &mut bool) -> String {
+    match h.split_once(':') {
+        Some((name, _))
+            if http::HeaderName::from_bytes(name.trim().as_bytes())
+                .is_ok_and(|n| tusflow::client::is_sensitive_header(&n)) =>
+        {
+            *redacted = true;
+            format!("{}: <redacted>", name.trim())
+        }
+        _ => h.to_owned(),
+    }
+}
+
+/// An http(s) URL argument (`-e URL`, `--endpoint=URL`, `--url URL`) with its
+/// password and query redacted.
+fn redact_url_arg(arg: &str, redacted: &mut bool) -> String {
+    let (prefix, text) = match arg.split_once('=') {
+        Some((flag, v)) if flag.starts_with("--") => (format!("{flag}="), v),
+        _ => (String::new(), arg),
+    };
+    let Ok(mut url) = tusflow::Url::parse(text) else {
+        return arg.to_owned();
+    };
+    if !matches!(url.scheme(), "http" | "https")
+        || (url.password().is_none() && url.query().is_none())
+    {
+        return arg.to_owned();
+    }
+    *redacted = true;
+    if url.password().is_some() {
+        let _ = url.set_password(Some("<redacted>"));
+    }
+    if url.query().is_some() {
+        url.set_query(Some("<redacted>"));
+    }
+    // (The URL crate escapes `<` and `>`; shown as typed.)
+    let shown = url.as_str().replace("%3Credacted%3E", "<redacted>");
+    format!("{prefix}{shown}")
+}
+
+/// `arg` as a POSIX shell reads it back: bare when it is safe, else in single quotes.
+fn shell_quote(arg: &str) -> String {
+    let safe = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c));
+    if safe {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
 }
 
 /// "9 complete, 0 failed, 266.00 MiB in 5.6 s", with the other counts when not 0.
@@ -432,4 +520,42 @@ pub(crate) fn file_bar_hook(
             bar.finish_and_clear();
         });
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_to_continue_is_quoted_and_holds_no_secret() {
+        let args = [
+            "tusflow",
+            "batch",
+            "-e",
+            "http://us:PASSWD@127.0.0.1:1/files/?token=QTOKEN",
+            "-H",
+            "Authorization: Bearer SECRET123",
+            "--header=X-Api-Key: K3Y",
+            "-H",
+            "X-Trace: on",
+            "--force",
+            "--exclude",
+            "**/r5.bin",
+            "files/my file.bin",
+            "it's",
+        ]
+        .map(String::from);
+        let (cmd, redacted) = continuation(args.into_iter());
+        assert!(redacted);
+        for secret in ["PASSWD", "QTOKEN", "SECRET123", "K3Y", "--force"] {
+            assert!(!cmd.contains(secret), "{secret} in {cmd}");
+        }
+        assert_eq!(
+            cmd,
+            "tusflow batch -e 'http://us:<redacted>@127.0.0.1:1/files/?<redacted>' -H 'Authorization: <redacted>' '--header=X-Api-Key: <redacted>' -H 'X-Trace: on' --exclude '**/r5.bin' 'files/my file.bin' 'it'\\''s'"
+        );
+        let (plain, redacted) =
+            continuation(["tusflow", "batch", "in"].map(String::from).into_iter());
+        assert_eq!((plain.as_str(), redacted), ("tusflow batch in", false));
+    }
 }
