@@ -353,7 +353,19 @@ impl Loaded {
                 )));
             }
         }
-        registry.build(&self.config.middleware.stack, &self.figment)
+        registry
+            .build(&self.config.middleware.stack, &self.figment)
+            .map_err(|e| {
+                // A name in the stack that is not a plugin: say where the stack is set.
+                let msg = e.to_string();
+                match msg.strip_prefix("middleware.stack: unknown plugin") {
+                    Some(rest) => {
+                        let source = self.source_of("middleware.stack");
+                        Error::config(format!("middleware.stack{source}: unknown plugin{rest}"))
+                    }
+                    None => e,
+                }
+            })
     }
 
     /// ` in <source>` for a key, when known.
