@@ -301,9 +301,18 @@ pub(crate) fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Loa
         };
     }
     let env = Env::prefixed(ENV_PREFIX).split("__").map(|k| {
-        k.as_str()
-            .replacen("middleware.rate_limit", "middleware.rate-limit", 1)
-            .into()
+        let k = k
+            .as_str()
+            .replacen("middleware.rate_limit", "middleware.rate-limit", 1);
+        // An env var cannot spell a `-`: `TUSFLOW_HEADERS__X_TOKEN` is `X-Token`.
+        match k
+            .get(..8)
+            .filter(|p| p.eq_ignore_ascii_case("headers."))
+            .map(|_| &k[8..])
+        {
+            Some(name) => format!("headers.{}", name.replace('_', "-")).into(),
+            None => k.into(),
+        }
     });
     figment = figment.merge(env);
     // What the file and env say is checked as written, before any flag replaces it:
