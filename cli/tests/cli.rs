@@ -314,7 +314,19 @@ fn config_messages_name_the_flag_or_key_the_user_wrote() {
         assert!(!err.contains("variant"), "{err}");
     };
 
-    let shown = String::from_utf8_lossy(&tusflow(&["config", "show"]).stdout).into_owned();
+    let out = Command::new(env!("CARGO_BIN_EXE_tusflow"))
+        .args(["config", "show"])
+        .env("XDG_DATA_HOME", data_home())
+        .env("TUSFLOW_HEADERS__X_TOKEN", "t0k3n")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    // An env var cannot spell `-` in a header name: `_` stands for it.
+    assert!(
+        shown.contains("headers.x-token = \"<redacted>\""),
+        "{shown}"
+    );
+    assert!(!shown.contains("t0k3n"), "{shown}");
     assert!(
         shown.contains("stall_timeout = \"30s\"    # default"),
         "{shown}"
