@@ -224,6 +224,11 @@ async fn checksum_against_a_server_without_the_extension() {
             .contains("does not support the tus checksum extension"),
         "{err}"
     );
+    assert_eq!(
+        server.upload_count(),
+        0,
+        "an upload was created before the refusal"
+    );
     let skip = Client::builder()
         .endpoint(&server.endpoint)
         .layer(ChecksumLayer::sha256().required(false))

@@ -251,6 +251,8 @@ fn checksum_rate_limit_and_retries_flags() {
         "{}",
         stderr(&out)
     );
+    // Refused before the creation: no empty upload left on the server.
+    assert_eq!(server.upload_count(), 0);
 
     for (args, needle) in [
         (&["--checksum", "sha3"][..], "\"sha3\""),

@@ -147,6 +147,15 @@ impl Middleware for ChecksumLayer {
             Some(Operation::Create) if !req.body().is_empty() => {
                 Box::pin(create(next, self.clone(), req))
             }
+            // A server that cannot check the bytes is refused before an upload is
+            // made on it, not at its first append (which would leave it behind).
+            Some(Operation::Create) if self.required => {
+                let layer = self.clone();
+                Box::pin(async move {
+                    negotiated(&mut next, &layer, &req).await?;
+                    next.call(req).await
+                })
+            }
             _ => Box::pin(async move { next.call(req).await }),
         }
     }

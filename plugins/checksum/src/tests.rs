@@ -137,3 +137,23 @@ async fn a_server_without_checksums_is_an_error_or_skipped() {
     svc.oneshot(append(0, b"hello")).await.unwrap();
     assert_eq!(log.lock().unwrap()[1], "append 0 5 ");
 }
+
+#[tokio::test]
+async fn a_required_checksum_refuses_a_server_without_it_before_creating() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let svc = ChecksumLayer::sha256().layer(server("creation", "", 0, Arc::clone(&log)));
+    let create = http::Request::post("http://h/files/")
+        .extension(Operation::Create)
+        .extension(Endpoint("http://h/files/".parse().unwrap()))
+        .header("upload-length", 10)
+        .body(Body::empty())
+        .unwrap();
+    let err = svc.oneshot(create).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not support the tus checksum extension"),
+        "{err}"
+    );
+    // Asked for its capabilities; no creation reached it.
+    assert_eq!(*log.lock().unwrap(), ["options"]);
+}
