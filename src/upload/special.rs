@@ -78,8 +78,16 @@ impl BlockingReader {
     /// Open `path` (on the blocking pool: a FIFO's open waits for its writer).
     pub(super) async fn open(path: &Path) -> Result<Self> {
         let p = path.to_owned();
-        let file =
-            blocking(move || std::fs::File::open(&p).map_err(|e| Error::io(Some(&p), e))).await?;
+        let opening = blocking(move || std::fs::File::open(&p).map_err(|e| Error::io(Some(&p), e)));
+        tokio::pin!(opening);
+        // A FIFO's open waits for a writer: say so, rather than wait in silence.
+        let file = tokio::select! {
+            f = &mut opening => f?,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {
+                tracing::warn!("{}: waiting for something to write to it", path.display());
+                opening.await?
+            }
+        };
         Ok(BlockingReader {
             path: path.to_owned(),
             file: Some(file),
