@@ -126,7 +126,17 @@ pub fn render_template(template: &str, job: &Job, size: u64) -> String {
 pub type OnStart =
     Arc<dyn Fn(&Job, u64, tokio::sync::watch::Receiver<crate::Progress>) + Send + Sync>;
 
-async fn one(client: &Client, job: &Job, opts: &Options, on_start: Option<&OnStart>) -> FileReport {
+/// The abort handles of the uploads in flight, by job number: a stop aborts them so
+/// each reports where it stopped (its URL, the bytes acknowledged).
+type Handles = Arc<std::sync::Mutex<HashMap<u64, crate::AbortHandle>>>;
+
+async fn one(
+    client: &Client,
+    job: &Job,
+    opts: &Options,
+    on_start: Option<&OnStart>,
+    handles: (&Handles, u64),
+) -> FileReport {
     let started = Instant::now();
     let size = std::fs::metadata(&job.path).ok().map(|m| m.len());
     let mut report = FileReport {
@@ -173,6 +183,11 @@ async fn one(client: &Client, job: &Job, opts: &Options, on_start: Option<&OnSta
         if let Some(f) = on_start {
             f(job, size.unwrap_or(0), up.progress());
         }
+        let (registry, n) = handles;
+        registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(n, up.abort_handle());
         let (done, retries) = crate::core::attempts::count(async {
             match opts.stop_at {
                 Some(s) => up.upload_until(s).await,
@@ -182,6 +197,16 @@ async fn one(client: &Client, job: &Job, opts: &Options, on_start: Option<&OnSta
         .await;
         report.attempts = 1 + retries;
         report.url = up.upload_url().map(|u| u.as_str().to_owned());
+        registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&n);
+        if done.as_ref().is_err_and(Error::is_cancelled) {
+            // Stopped by the batch: resumable, at what the server acknowledged.
+            report.status = "unfinished";
+            report.offset = Some(up.progress().borrow().acknowledged);
+            return Ok(());
+        }
         let done = done?;
         report.offset = Some(done.offset);
         report.size = done.length;
@@ -299,12 +324,19 @@ where
     let opts = Arc::new(opts.clone());
     let mut set = tokio::task::JoinSet::new();
     let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
-    let spawn = |set: &mut tokio::task::JoinSet<FileReport>,
-                 running: &mut HashMap<tokio::task::Id, String>,
-                 job: Job| {
+    let handles: Handles = Arc::default();
+    let mut jobs_started = 0u64;
+    let mut spawn = |set: &mut tokio::task::JoinSet<FileReport>,
+                     running: &mut HashMap<tokio::task::Id, String>,
+                     job: Job| {
         let (client, opts, on_start) = (client.clone(), Arc::clone(&opts), on_start.clone());
+        let (handles, n) = (Arc::clone(&handles), jobs_started);
+        jobs_started += 1;
         let path = job.path.display().to_string();
-        let handle = set.spawn(async move { one(&client, &job, &opts, on_start.as_ref()).await });
+        let handle =
+            set.spawn(
+                async move { one(&client, &job, &opts, on_start.as_ref(), (&handles, n)).await },
+            );
         running.insert(handle.id(), path);
     };
     let mut summary = Summary::default();
@@ -357,7 +389,25 @@ where
         }
     };
     if interrupted {
-        // Uploads that ended before the abort still count; the others stop, resumable.
+        // Uploads that ended before the abort still count; the others stop, resumable:
+        // aborted first, so each says where it stopped, and after a moment (a store
+        // write, a file still being fingerprinted) cut off.
+        for h in handles.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            h.abort();
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while let Ok(Some(next)) = tokio::time::timeout_at(deadline, set.join_next_with_id()).await
+        {
+            let report = match next {
+                Ok((id, r)) => {
+                    running.remove(&id);
+                    r
+                }
+                Err(e) => task_failed(&mut running, e),
+            };
+            summary.add(&report);
+            on_done(&report);
+        }
         set.abort_all();
         while let Some(next) = set.join_next_with_id().await {
             let report = match next {

@@ -239,7 +239,12 @@ pub(crate) async fn run_jobs(
                 }
                 "complete" => format!("{}: complete, {size} bytes -> {url}", path),
                 "skipped" => format!("{}: already uploaded -> {url}", path),
-                "unfinished" => format!("{}: stopped, resumable", path),
+                "unfinished" => match (&r.url, r.offset) {
+                    (Some(_), Some(o)) => {
+                        format!("{path}: stopped at {o} of {size} bytes, resumable -> {url}")
+                    }
+                    _ => format!("{path}: stopped, resumable"),
+                },
                 "partial" => format!(
                     "{}: stopped at {} of {size} bytes -> {url}",
                     path,

@@ -372,6 +372,29 @@ async fn ctrl_c_stops_cleanly_and_says_how_to_continue() {
     let r = report(&dir.path().join("report.json"));
     assert_eq!(r["totals"]["interrupted"], true);
     assert!(r["totals"]["complete"].as_u64().unwrap() < 30);
+    // A file stopped in flight says where: its upload URL, and an offset the server
+    // has (it acknowledged it).
+    let stopped: Vec<&serde_json::Value> = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["status"] == "unfinished")
+        .collect();
+    assert!(!stopped.is_empty(), "{r}");
+    for f in &stopped {
+        let Some(url) = f["url"].as_str() else {
+            continue;
+        };
+        let st = tusflow(dir.path(), &["status", "--json", url])
+            .output()
+            .unwrap();
+        let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+        assert!(
+            f["offset"].as_u64().unwrap() <= st["offset"].as_u64().unwrap(),
+            "{f} {st}"
+        );
+    }
+    assert!(stopped.iter().any(|f| f["url"].is_string()), "{r}");
 
     // `list` shows what each server has now, as `status` does, not the offset last
     // stored (a streaming PATCH cut by Ctrl-C leaves 0 there).
