@@ -213,14 +213,18 @@ pub(crate) async fn run_jobs(
         if let Some(e) = &r.error
             && !r.unreachable
         {
-            // (An unreadable file's error names it already.)
+            // (An error that names the file already is not prefixed with it again.)
             let e = e
                 .strip_prefix(&format!("reading {}: ", r.path))
                 .unwrap_or(e);
-            let shown = crate::text::shown(e);
+            let line = if e.starts_with(&format!("{} ", r.path)) {
+                format!("tusflow: {}", crate::text::shown(e))
+            } else {
+                format!("tusflow: {path}: {}", crate::text::shown(e))
+            };
             match &printer {
-                Some(m) => m.suspend(|| eprintln!("tusflow: {path}: {shown}")),
-                None => eprintln!("tusflow: {path}: {shown}"),
+                Some(m) => m.suspend(|| eprintln!("{line}")),
+                None => eprintln!("{line}"),
             }
         }
         if let Some(file) = &mut report

@@ -535,4 +535,33 @@ fn ctrl_c_on_a_terminal_keeps_the_bars_true_and_the_message_last() {
         !bar.contains("10.00 MiB/10.00 MiB"),
         "the total jumped to the end: {bar}"
     );
+    // A file's bar is labelled with its path as the result lines show it (`in/f00.bin`),
+    // and no rate shown goes above the 2 MB/s cap.
+    assert!(
+        text.contains("in/f00.bin ") && text.contains("in/f00.bin: "),
+        "{text}"
+    );
+    let mut rates = 0;
+    for (i, _) in text.match_indices("/s") {
+        let mut words = text[..i].rsplit(' ');
+        let (Some(unit), Some(number)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let scale = match unit {
+            "B" => 1.0,
+            "KiB" => 1024.0,
+            "MiB" => 1048576.0,
+            "GiB" => 1073741824.0,
+            _ => continue,
+        };
+        let Ok(v) = number.parse::<f64>() else {
+            continue;
+        };
+        rates += 1;
+        assert!(
+            v * scale <= 2_000_000.0 * 1.01,
+            "a rate of {v} {unit}/s shown: {text}"
+        );
+    }
+    assert!(rates > 0, "no rate shown: {text}");
 }
