@@ -31,6 +31,7 @@ pub mod attempts;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod ledger;
 pub mod middleware;
 pub mod operation;
 pub mod plugin;
