@@ -60,6 +60,14 @@ pub use tusflow_rate_limit as rate_limit;
 #[cfg(feature = "retry")]
 pub use tusflow_retry as retry;
 
+/// Batches shared by workers: the [`Ledger`](ledger::Ledger) trait, and the PostgreSQL
+/// ledger (feature `ledger-postgres`).
+pub mod ledger {
+    pub use crate::core::ledger::*;
+    #[cfg(feature = "ledger-postgres")]
+    pub use tusflow_ledger_postgres as postgres;
+}
+
 /// URL storage: the [`UrlStore`](store::UrlStore) trait, the memory store, and the redb
 /// store (feature `store-redb`).
 pub mod store {

@@ -96,6 +96,8 @@ pub(crate) struct Config {
     pub(crate) fingerprint: FingerprintConfig,
     /// Batch uploads.
     pub(crate) batch: BatchConfig,
+    /// Where a batch's ledger is.
+    pub(crate) ledger: LedgerConfig,
 }
 
 impl Default for Config {
@@ -119,6 +121,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             fingerprint: FingerprintConfig::default(),
             batch: BatchConfig::default(),
+            ledger: LedgerConfig::default(),
         }
     }
 }
@@ -210,6 +213,42 @@ pub(crate) enum StoreKind {
     Memory,
     /// No store.
     None,
+}
+
+/// `[ledger]`: a batch shared by many machines (default: local, in the store).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct LedgerConfig {
+    /// `local` (default) or `postgres`.
+    pub(crate) kind: LedgerKind,
+    /// The PostgreSQL connection string (`postgres://user@host/db`).
+    pub(crate) url: Option<String>,
+    /// The batch's name, the same on every machine.
+    pub(crate) name: Option<String>,
+    /// How long a claimed file stays a worker's without a heartbeat.
+    #[serde(with = "duration")]
+    pub(crate) lease: Duration,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            kind: LedgerKind::Local,
+            url: None,
+            name: None,
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Which ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LedgerKind {
+    /// One machine: the store.
+    Local,
+    /// Many machines: PostgreSQL.
+    Postgres,
 }
 
 /// `[fingerprint]`.
@@ -396,6 +435,10 @@ impl Loaded {
             let key = path.join(".");
             let shown = if is_secret_key(path) {
                 "\"<redacted>\"".to_owned()
+            } else if key == "ledger.url" {
+                v.as_str()
+                    .map(|u| format!("{:?}", without_password(u)))
+                    .unwrap_or_else(|| render(v))
             } else {
                 render(v)
             };
@@ -439,6 +482,19 @@ fn render(v: &Value) -> String {
 
 /// Keys whose values are credentials: header values of credential headers, and every
 /// value of the auth plugin.
+/// A connection URL with its password shown as `<redacted>` (a `key=value` string,
+/// which cannot be parsed as a URL, is redacted whole).
+pub(crate) fn without_password(url: &str) -> String {
+    match tusflow::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.as_str().replace(":redacted@", ":<redacted>@")
+        }
+        Ok(u) => u.as_str().to_owned(),
+        Err(_) => "<redacted>".to_owned(),
+    }
+}
+
 fn is_secret_key(path: &[String]) -> bool {
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     match p.as_slice() {

@@ -9,6 +9,7 @@
 mod args;
 mod batch;
 mod config;
+mod ledger;
 mod remote;
 mod stack;
 mod stored;
@@ -119,6 +120,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// A batch shared by many machines on PostgreSQL: its totals, its failed files
+    Ledger {
+        #[command(subcommand)]
+        command: ledger::LedgerCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -219,6 +225,7 @@ fn main() -> ExitCode {
                 conn,
                 store,
             } => remote::terminate(config, &upload_urls, &conn, &store).await,
+            Command::Ledger { command } => ledger::run(config, command).await,
             Command::Config {
                 command: ConfigCommand::Show,
             } => {

@@ -229,18 +229,21 @@ impl Ledger for PgLedger {
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
         let rows = self.with(|c| {
             c.query(
-                "UPDATE tusflow_files f
-                 SET state = 'active', owner = $2,
-                     lease_until = now() + make_interval(secs => $3),
-                     attempts = f.attempts + 1, updated = now()
-                 FROM (
+                // (A CTE: evaluated once. A LIMIT in an UPDATE's FROM subquery may
+                // be run again per row, and claim more than asked.)
+                "WITH free AS (
                      SELECT key FROM tusflow_files
                      WHERE batch = $1
                        AND (state = 'pending' OR (state = 'active' AND lease_until < now()))
                      ORDER BY key
                      LIMIT $4
                      FOR UPDATE SKIP LOCKED
-                 ) AS free
+                 )
+                 UPDATE tusflow_files f
+                 SET state = 'active', owner = $2,
+                     lease_until = now() + make_interval(secs => $3),
+                     attempts = f.attempts + 1, updated = now()
+                 FROM free
                  WHERE f.batch = $1 AND f.key = free.key
                  RETURNING f.key, f.size, f.url, f.acked, f.attempts",
                 &[&self.batch, &owner, &secs(lease), &limit],

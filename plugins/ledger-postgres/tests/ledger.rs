@@ -1,179 +1,23 @@
-//! The ledger against a real PostgreSQL 15, started for these tests on 127.0.0.1 on a
-//! free port in a temporary directory (as the `postgres` system user when run as root:
-//! `initdb` refuses root), and stopped by PID.
+//! The ledger against a real PostgreSQL 15 (`tests/support/pg.rs`: started on
+//! 127.0.0.1 on a free port in a temporary directory, as the `postgres` system user
+//! when run as root, and stopped by PID).
+
+#[path = "../../../tests/support/pg.rs"]
+mod pg;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pg::{PASSWORD, Pg};
 use tusflow_core::ledger::{Ledger, NewEntry};
 use tusflow_ledger_postgres::{PgLedger, SCHEMA_VERSION};
-
-const PASSWORD: &str = "pw-S3CRET-x";
-
-/// A PostgreSQL server of this test process, one for all its tests.
-struct Pg {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        // A fast shutdown (SIGINT), then wait for it; SIGKILL only if it hangs.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn bin(name: &str) -> PathBuf {
-    let dir = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()
-        .and_then(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .filter(|p| p.join(name).exists())
-                .max()
-        })
-        .expect("PostgreSQL is installed (the Debian package postgresql; .ci/run installs it)");
-    dir.join(name)
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// `cmd` as the `postgres` user when this process is root.
-fn as_postgres(program: &Path) -> Command {
-    if is_root() {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            "--",
-        ])
-        .arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-/// The server, shared by the tests running at the same time; the last of them to end
-/// stops it (a static would never be dropped, and would leave it running).
-fn server() -> Arc<Pg> {
-    static PG: Mutex<std::sync::Weak<Pg>> = Mutex::new(std::sync::Weak::new());
-    let mut weak = PG.lock().unwrap();
-    if let Some(pg) = weak.upgrade() {
-        return pg;
-    }
-    let pg = Arc::new(start());
-    *weak = Arc::downgrade(&pg);
-    pg
-}
-
-fn start() -> Pg {
-    let dir = tempfile::Builder::new()
-        .prefix("tusflow-pg-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let data = dir.path().join("data");
-    let pwfile = dir.path().join("pw");
-    std::fs::write(&pwfile, PASSWORD).unwrap();
-    if is_root() {
-        let ok = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-    let out = as_postgres(&bin("initdb"))
-        .arg("-D")
-        .arg(&data)
-        .args([
-            "-U",
-            "tus",
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-        ])
-        .arg(format!("--pwfile={}", pwfile.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "initdb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = as_postgres(&bin("postgres"))
-        .arg("-D")
-        .arg(&data)
-        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-        .arg("-k")
-        .arg(dir.path())
-        .args(["-c", "fsync=off", "-c", "max_connections=50"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pg = Pg {
-        child,
-        port,
-        _dir: dir,
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while postgres::Client::connect(&admin_url(port), postgres::NoTls).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "PostgreSQL did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    pg
-}
-
-fn admin_url(port: u16) -> String {
-    format!("postgres://tus:{PASSWORD}@127.0.0.1:{port}/postgres")
-}
 
 /// A fresh database of its own for a test, its URL, and the server to hold while the
 /// test runs.
 fn database(name: &str) -> (String, Arc<Pg>) {
-    let pg = server();
-    let port = pg.port;
-    let mut admin = postgres::Client::connect(&admin_url(port), postgres::NoTls).unwrap();
-    // (One statement each: DROP and CREATE DATABASE cannot share a transaction.)
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    (
-        format!("postgres://tus:{PASSWORD}@127.0.0.1:{port}/{name}"),
-        pg,
-    )
+    let pg = pg::server();
+    (pg.database(name), pg)
 }
 
 fn entries(n: usize) -> Vec<NewEntry> {
@@ -198,6 +42,7 @@ fn workers_claim_each_file_once_and_totals_add_up() {
                 let owner = format!("worker-{w}");
                 loop {
                     let got = ledger.claim(&owner, 7, Duration::from_secs(30)).unwrap();
+                    assert!(got.len() <= 7, "claimed {} of 7 asked", got.len());
                     if got.is_empty() {
                         return;
                     }

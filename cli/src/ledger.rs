@@ -1,0 +1,133 @@
+//! `tusflow ledger status | retry-failed | forget`: a batch shared on PostgreSQL, seen
+//! from any machine.
+
+use std::path::Path;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+use tusflow::ledger::Ledger as _;
+use tusflow::ledger::postgres::PgLedger;
+
+use crate::{Failure, OK};
+
+/// Which ledger and batch (flags, else the config's `[ledger]`).
+#[derive(Args)]
+pub(crate) struct LedgerArgs {
+    /// The PostgreSQL connection string of the shared ledger, e.g.
+    /// postgres://tus@db.internal/tusflow (the config's ledger.url)
+    #[arg(long = "ledger", value_name = "URL")]
+    pub(crate) url: Option<String>,
+    /// The batch's name, the same on every machine (the config's ledger.name)
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LedgerCommand {
+    /// The batch's totals, for all workers
+    Status {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// One JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the batch's failed files pending again
+    RetryFailed {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+    },
+    /// Drop the batch from the ledger (the server keeps the uploads)
+    Forget {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+    },
+}
+
+/// The ledger URL and batch name the flags or the config give.
+fn target(config: Option<&Path>, args: &LedgerArgs) -> Result<(String, String), Failure> {
+    let mut ledger = serde_json::Map::new();
+    if let Some(u) = &args.url {
+        ledger.insert("url".into(), json!(u));
+    }
+    if let Some(n) = &args.name {
+        ledger.insert("name".into(), json!(n));
+    }
+    let loaded = crate::config::load(config, json!({ "ledger": ledger }))?;
+    let c = &loaded.config.ledger;
+    let Some(url) = c.url.clone() else {
+        return Err(Failure::Usage(
+            "this needs the shared ledger: --ledger postgres://USER@HOST/DB, or ledger.url in the config".into(),
+        ));
+    };
+    let Some(name) = c.name.clone() else {
+        return Err(Failure::Usage(
+            "this needs the batch's name: --name NAME, or ledger.name in the config".into(),
+        ));
+    };
+    Ok((url, name))
+}
+
+/// Connect to the ledger and run `f` on it, off the async runtime (the blocking
+/// client must also be dropped there).
+async fn with_ledger<T: Send + 'static>(
+    config: Option<&Path>,
+    args: &LedgerArgs,
+    f: impl FnOnce(&PgLedger) -> tusflow::Result<T> + Send + 'static,
+) -> Result<T, Failure> {
+    let (url, name) = target(config, args)?;
+    let out = tokio::task::spawn_blocking(move || {
+        let ledger = PgLedger::connect(&url, &name)?;
+        f(&ledger)
+    })
+    .await
+    .map_err(|e| Failure::Usage(format!("the ledger task failed: {e}")))?;
+    Ok(out?)
+}
+
+pub(crate) async fn run(config: Option<&Path>, command: LedgerCommand) -> Result<u8, Failure> {
+    match command {
+        LedgerCommand::Status { ledger, json } => {
+            let (t, database) = with_ledger(config, &ledger, |l| {
+                Ok((l.totals()?, l.database().to_owned()))
+            })
+            .await?;
+            let name = target(config, &ledger)?.1;
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "name": name,
+                        "total": t.total,
+                        "pending": t.pending,
+                        "active": t.active,
+                        "complete": t.complete,
+                        "failed": t.failed,
+                        "bytes_total": t.bytes_total,
+                        "bytes_done": t.bytes_done,
+                    })
+                );
+            } else {
+                println!(
+                    "{} files in {database}: {} complete, {} active, {} pending, {} failed; {} of {}",
+                    t.total,
+                    t.complete,
+                    t.active,
+                    t.pending,
+                    t.failed,
+                    indicatif::HumanBytes(t.bytes_done),
+                    indicatif::HumanBytes(t.bytes_total),
+                );
+            }
+        }
+        LedgerCommand::RetryFailed { ledger } => {
+            let n = with_ledger(config, &ledger, |l| l.retry_failed()).await?;
+            println!("{n} failed files are pending again");
+        }
+        LedgerCommand::Forget { ledger } => {
+            let n = with_ledger(config, &ledger, |l| l.forget()).await?;
+            println!("forgot the batch ({n} files); the server keeps their uploads");
+        }
+    }
+    Ok(OK)
+}

@@ -1,0 +1,188 @@
+//! A real PostgreSQL for tests: `initdb` and `postgres` from the Debian package (as the
+//! `postgres` system user when the tests run as root: `initdb` refuses root), on
+//! 127.0.0.1 on a free port, in a temporary directory; stopped by PID (a fast shutdown)
+//! when the last test holding it ends. Databases are made with `psql`.
+//!
+//! Shared by the ledger crate's tests and the CLI's (`#[path]`): std and tempfile only.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// The password of the `tus` user (scram over TCP).
+pub const PASSWORD: &str = "pw-S3CRET-x";
+
+/// A running server; dropping the last `Arc` of it stops it.
+pub struct Pg {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        // A fast shutdown (SIGINT), then wait for it; SIGKILL only if it hangs.
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Pg {
+    /// A URL for `db` with the password.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://tus:{PASSWORD}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Run one SQL statement on `db` with `psql`.
+    pub fn sql(&self, db: &str, statement: &str) {
+        let out = Command::new("psql")
+            .arg(self.url(db))
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", statement])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql {statement:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A fresh, empty database `name`; its URL.
+    pub fn database(&self, name: &str) -> String {
+        self.sql("postgres", &format!("DROP DATABASE IF EXISTS {name}"));
+        self.sql("postgres", &format!("CREATE DATABASE {name}"));
+        self.url(name)
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join(name).exists())
+                .max()
+        })
+        .expect("PostgreSQL is installed (the Debian package postgresql; .ci/run installs it)")
+        .join(name)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// `program` as the `postgres` user when this process is root.
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// The server, shared by the tests running at the same time.
+pub fn server() -> Arc<Pg> {
+    static PG: Mutex<Weak<Pg>> = Mutex::new(Weak::new());
+    let mut weak = PG.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(pg) = weak.upgrade() {
+        return pg;
+    }
+    let pg = Arc::new(start());
+    *weak = Arc::downgrade(&pg);
+    pg
+}
+
+fn start() -> Pg {
+    let dir = tempfile::Builder::new()
+        .prefix("tusflow-pg-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let data = dir.path().join("data");
+    let pwfile = dir.path().join("pw");
+    std::fs::write(&pwfile, PASSWORD).unwrap();
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let out = as_postgres(&bin("initdb"))
+        .arg("-D")
+        .arg(&data)
+        .args([
+            "-U",
+            "tus",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+        ])
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "initdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = as_postgres(&bin("postgres"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+        .arg("-k")
+        .arg(dir.path())
+        .args(["-c", "fsync=off", "-c", "max_connections=50"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pg = Pg {
+        child,
+        port,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = Command::new(bin("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            return pg;
+        }
+        assert!(Instant::now() < deadline, "PostgreSQL did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
