@@ -356,14 +356,8 @@ where
         }
         tokio::select! {
             next = set.join_next_with_id(), if !set.is_empty() => {
-                let report = match next {
-                    Some(Ok((id, r))) => {
-                        running.remove(&id);
-                        r
-                    }
-                    Some(Err(e)) => task_failed(&mut running, e),
-                    None => continue,
-                };
+                let Some(next) = next else { continue };
+                let report = settled(&mut running, next);
                 summary.add(&report);
                 on_done(&report);
                 // An endpoint that never answered is down for every file: the files
@@ -398,32 +392,13 @@ where
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
         while let Ok(Some(next)) = tokio::time::timeout_at(deadline, set.join_next_with_id()).await
         {
-            let report = match next {
-                Ok((id, r)) => {
-                    running.remove(&id);
-                    r
-                }
-                Err(e) => task_failed(&mut running, e),
-            };
+            let report = settled(&mut running, next);
             summary.add(&report);
             on_done(&report);
         }
         set.abort_all();
         while let Some(next) = set.join_next_with_id().await {
-            let report = match next {
-                Ok((id, r)) => {
-                    running.remove(&id);
-                    r
-                }
-                Err(e) if e.is_cancelled() => {
-                    let path = running.remove(&e.id()).unwrap_or_default();
-                    let report = FileReport::unfinished(path);
-                    summary.add(&report);
-                    on_done(&report);
-                    continue;
-                }
-                Err(e) => task_failed(&mut running, e),
-            };
+            let report = settled(&mut running, next);
             summary.add(&report);
             on_done(&report);
         }
@@ -452,12 +427,23 @@ where
     (summary, interrupted)
 }
 
-/// A task that panicked (or was cancelled from outside): a failed file.
-fn task_failed(
+/// The report of a task that ended: its own; for one the stop cut off, unfinished; for
+/// one that panicked, a failed file.
+fn settled(
     running: &mut HashMap<tokio::task::Id, String>,
-    e: tokio::task::JoinError,
+    next: Result<(tokio::task::Id, FileReport), tokio::task::JoinError>,
 ) -> FileReport {
+    let e = match next {
+        Ok((id, r)) => {
+            running.remove(&id);
+            return r;
+        }
+        Err(e) => e,
+    };
     let path = running.remove(&e.id()).unwrap_or_default();
+    if e.is_cancelled() {
+        return FileReport::unfinished(path);
+    }
     tracing::error!(path = %path, error = %e, "an upload task failed");
     FileReport::failed(
         path,

@@ -65,10 +65,12 @@ impl Learned {
         self.answered.load(Ordering::Relaxed)
     }
 
-    /// The endpoint answered.
+    /// The endpoint answered (the first time clears a mark of it being down; later
+    /// answers, one per request, touch only the flag).
     pub(crate) fn answered(&self) {
-        self.answered.store(true, Ordering::Relaxed);
-        *self.down.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if !self.answered.swap(true, Ordering::Relaxed) {
+            *self.down.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
     }
 
     /// The endpoint never answered: say so to every request for a while.
@@ -82,6 +84,10 @@ impl Learned {
 
     /// The error that found the endpoint unreachable, within [`UNREACHABLE_HOLD`].
     pub(crate) fn down(&self) -> Option<Error> {
+        // An endpoint that answered is never held down: no lock on every request.
+        if self.has_answered() {
+            return None;
+        }
         let mut guard = self.down.lock().unwrap_or_else(|p| p.into_inner());
         match &*guard {
             Some((at, e)) if at.elapsed() < self.hold => Some(e.clone()),

@@ -68,14 +68,12 @@ fn target(config: Option<&Path>, args: &LedgerArgs) -> Result<(String, String), 
     Ok((url, name))
 }
 
-/// Connect to the ledger and run `f` on it, off the async runtime (the blocking
-/// client must also be dropped there).
+/// Connect to the ledger `url` for the batch `name` and run `f` on it, off the async
+/// runtime (the client is blocking).
 async fn with_ledger<T: Send + 'static>(
-    config: Option<&Path>,
-    args: &LedgerArgs,
+    (url, name): (String, String),
     f: impl FnOnce(&PgLedger) -> tusflow::Result<T> + Send + 'static,
 ) -> Result<T, Failure> {
-    let (url, name) = target(config, args)?;
     let out = tokio::task::spawn_blocking(move || {
         let ledger = PgLedger::connect(&url, &name)?;
         f(&ledger)
@@ -88,11 +86,10 @@ async fn with_ledger<T: Send + 'static>(
 pub(crate) async fn run(config: Option<&Path>, command: LedgerCommand) -> Result<u8, Failure> {
     match command {
         LedgerCommand::Status { ledger, json } => {
-            let (t, database) = with_ledger(config, &ledger, |l| {
-                Ok((l.totals()?, l.database().to_owned()))
-            })
-            .await?;
-            let name = target(config, &ledger)?.1;
+            let target = target(config, &ledger)?;
+            let name = target.1.clone();
+            let (t, database) =
+                with_ledger(target, |l| Ok((l.totals()?, l.database().to_owned()))).await?;
             if json {
                 println!(
                     "{}",
@@ -121,11 +118,11 @@ pub(crate) async fn run(config: Option<&Path>, command: LedgerCommand) -> Result
             }
         }
         LedgerCommand::RetryFailed { ledger } => {
-            let n = with_ledger(config, &ledger, |l| l.retry_failed()).await?;
+            let n = with_ledger(target(config, &ledger)?, |l| l.retry_failed()).await?;
             println!("{n} failed files are pending again");
         }
         LedgerCommand::Forget { ledger } => {
-            let n = with_ledger(config, &ledger, |l| l.forget()).await?;
+            let n = with_ledger(target(config, &ledger)?, |l| l.forget()).await?;
             println!("forgot the batch ({n} files); the server keeps their uploads");
         }
     }

@@ -109,13 +109,13 @@ pub(crate) async fn status(
     let mut o = serde_json::Map::new();
     conn_overrides(conn, &mut o)?;
     o.insert("store".into(), json!({ "kind": "none" }));
-    let mut loaded = crate::config::load(config, serde_json::Value::from(o.clone()))?;
-    if loaded.config.endpoint.is_none() {
-        // Judged as an endpoint of its own: a dead server gets the first-contact tries,
-        // not a full retry budget.
-        o.insert("endpoint".into(), json!(upload_url));
-        loaded = crate::config::load(config, serde_json::Value::from(o))?;
-    }
+    let mut loaded = crate::config::load(config, serde_json::Value::from(o))?;
+    // Judged as an endpoint of its own: a dead server gets the first-contact tries, not
+    // a full retry budget.
+    loaded
+        .config
+        .endpoint
+        .get_or_insert_with(|| upload_url.to_owned());
     let mut stack = loaded.config.middleware.stack.clone();
     adjust_stack(&mut stack, conn, None);
     let client = client_from(&loaded, stack, false)?;

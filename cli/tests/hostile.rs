@@ -578,40 +578,52 @@ fn a_resync_that_finds_another_length_stops() {
 #[test]
 fn a_creation_with_a_broken_frame_is_not_retried_into_orphans() {
     let (_dir, file) = file_of_100k();
-    let (port, seen) = counted(Arc::new(|a: &Asked, p: u16| match a.method.as_str() {
-        "POST" => Answer::Raw(format!(
-            "HTTP/1.1 201 Created\r\nTus-Resumable: 1.0.0\r\nLocation: http://127.0.0.1:{p}/files/1\r\nContent-Length: 50\r\nConnection: close\r\n\r\nshort"
-        )),
-        _ => normal(a, p),
-    }));
-    let out = upload(port, &file, &["--retries", "7"], "a 201 cut short");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    assert_eq!(count(&seen, "POST"), 1);
-
-    // A 201 whose promised body never comes: the head stands.
-    let (port, seen) = counted(Arc::new(|a: &Asked, p: u16| match a.method.as_str() {
-        "POST" => Answer::HeadOnly(format!(
-            "HTTP/1.1 201 Created\r\nTus-Resumable: 1.0.0\r\nLocation: http://127.0.0.1:{p}/files/1\r\nContent-Length: 50\r\n\r\n"
-        )),
-        _ => normal(a, p),
-    }));
-    let out = upload(port, &file, &["--retries", "7"], "a 201 without its body");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    assert_eq!(count(&seen, "POST"), 1);
-
-    let (port, seen) = counted(Arc::new(|a: &Asked, p: u16| match a.method.as_str() {
-        "POST" => Answer::Raw(format!(
-            "HTTP/1.1 201 Created\r\nLocation: http://127.0.0.1:{p}/files/1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy"
-        )),
-        _ => normal(a, p),
-    }));
-    let out = upload(port, &file, &["--retries", "7"], "a 201 that is not HTTP");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("not valid HTTP"), "{err}");
-    assert_eq!(count(&seen, "POST"), 1);
+    // Each POST answer, made for the server's port; what the run must end with.
+    type Make = fn(u16) -> Answer;
+    let cases: [(&str, Make, i32, &str); 3] = [
+        (
+            "a 201 cut short",
+            |p| {
+                Answer::Raw(format!(
+                    "HTTP/1.1 201 Created\r\nTus-Resumable: 1.0.0\r\nLocation: http://127.0.0.1:{p}/files/1\r\nContent-Length: 50\r\nConnection: close\r\n\r\nshort"
+                ))
+            },
+            0,
+            "",
+        ),
+        // A 201 whose promised body never comes: the head stands.
+        (
+            "a 201 without its body",
+            |p| {
+                Answer::HeadOnly(format!(
+                    "HTTP/1.1 201 Created\r\nTus-Resumable: 1.0.0\r\nLocation: http://127.0.0.1:{p}/files/1\r\nContent-Length: 50\r\n\r\n"
+                ))
+            },
+            0,
+            "",
+        ),
+        (
+            "a 201 that is not HTTP",
+            |p| {
+                Answer::Raw(format!(
+                    "HTTP/1.1 201 Created\r\nLocation: http://127.0.0.1:{p}/files/1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy"
+                ))
+            },
+            1,
+            "not valid HTTP",
+        ),
+    ];
+    for (name, post, code, needle) in cases {
+        let (port, seen) = counted(Arc::new(move |a: &Asked, p: u16| match a.method.as_str() {
+            "POST" => post(p),
+            _ => normal(a, p),
+        }));
+        let out = upload(port, &file, &["--retries", "7"], name);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: {err}");
+        assert_eq!(count(&seen, "POST"), 1, "{name}");
+    }
 }
 
 /// A stream (its length deferred, declared with its first append) that gets a short

@@ -163,6 +163,25 @@ pub(crate) fn take_userinfo(url: &mut Url) -> Option<(String, String)> {
     Some((user, password))
 }
 
+/// True when `uri` is on `url`'s origin (scheme, host, port), compared in place: this
+/// runs for every request.
+fn same_origin(url: &Url, uri: &http::Uri) -> bool {
+    let default_port = |scheme: &str| match scheme {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
+    };
+    let Some(scheme) = uri.scheme_str() else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case(url.scheme())
+        && uri
+            .host()
+            .zip(url.host_str())
+            .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
+        && uri.port_u16().or(default_port(scheme)) == url.port_or_known_default()
+}
+
 /// A new upload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -321,9 +340,7 @@ impl Client {
         let learned = &self.inner.learned;
         // Only the endpoint's origin is judged: a client without an endpoint, or a
         // request elsewhere (a Location on another host), goes as it is.
-        let ours = self.endpoint().is_some_and(|e| {
-            Url::parse(&req.uri().to_string()).is_ok_and(|u| u.origin() == e.origin())
-        });
+        let ours = self.endpoint().is_some_and(|e| same_origin(e, req.uri()));
         if !ours {
             return self.inner.stack.clone().oneshot(req).await;
         }
@@ -618,5 +635,31 @@ impl Client {
         })?;
         let expires = protocol::upload_expires(resp.headers()).unwrap_or(None);
         Ok(Appended { offset, expires })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_origin_compares_scheme_host_and_port_with_defaults() {
+        let e = Url::parse("https://Tus.example.com/files/").unwrap();
+        let yes = [
+            "https://tus.example.com/files/1",
+            "https://tus.example.com:443/x",
+        ];
+        let no = [
+            "http://tus.example.com/files/1",
+            "https://tus.example.com:8443/files/1",
+            "https://other.example.com/files/1",
+            "/files/1",
+        ];
+        for u in yes {
+            assert!(same_origin(&e, &u.parse().unwrap()), "{u}");
+        }
+        for u in no {
+            assert!(!same_origin(&e, &u.parse().unwrap()), "{u}");
+        }
     }
 }

@@ -38,9 +38,22 @@ const INSERT_ROWS: usize = 1000;
 /// The advisory lock key under which the schema is created or migrated.
 const SCHEMA_LOCK: i64 = 0x0074_7573_666c_6f77; // "tusflow"
 
+/// The connection. `postgres::Client` closes by blocking on a runtime of its own,
+/// which panics inside an async runtime: it is dropped on a thread of its own, so a
+/// ledger may be dropped anywhere.
+struct Conn(Option<Client>);
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            let _ = std::thread::spawn(move || drop(c)).join();
+        }
+    }
+}
+
 /// One named batch on PostgreSQL.
 pub struct PgLedger {
-    client: Mutex<Client>,
+    client: Mutex<Conn>,
     batch: String,
     /// `host:port/db`, for messages (never the password).
     shown: String,
@@ -97,7 +110,7 @@ impl PgLedger {
             ))
         })?;
         let ledger = PgLedger {
-            client: Mutex::new(client),
+            client: Mutex::new(Conn(Some(client))),
             batch: name.to_owned(),
             shown,
         };
@@ -123,7 +136,10 @@ impl PgLedger {
         f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
     ) -> Result<T> {
         let mut c = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut c).map_err(|e| self.err(e))
+        let client =
+            c.0.as_mut()
+                .expect("the connection is open until the ledger drops");
+        f(client).map_err(|e| self.err(e))
     }
 
     fn migrate(&self) -> Result<()> {
