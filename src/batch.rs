@@ -128,14 +128,22 @@ pub type OnStart =
 
 /// The abort handles of the uploads in flight, by job number: a stop aborts them so
 /// each reports where it stopped (its URL, the bytes acknowledged).
-type Handles = Arc<std::sync::Mutex<HashMap<u64, crate::AbortHandle>>>;
+pub(crate) type Handles = Arc<std::sync::Mutex<HashMap<u64, crate::AbortHandle>>>;
 
-async fn one(
+/// Where an upload of a batch keeps its URL instead of the client's store: a shared
+/// batch's ledger entry, with a fingerprinter that costs nothing.
+pub(crate) type Via = (
+    Arc<dyn crate::core::store::UrlStore>,
+    Arc<dyn crate::core::store::Fingerprinter>,
+);
+
+pub(crate) async fn one(
     client: &Client,
     job: &Job,
     opts: &Options,
     on_start: Option<&OnStart>,
     handles: (&Handles, u64),
+    via: Option<Via>,
 ) -> FileReport {
     let started = Instant::now();
     let size = std::fs::metadata(&job.path).ok().map(|m| m.len());
@@ -158,6 +166,9 @@ async fn one(
             meta.insert(k, render_template(t, job, size.unwrap_or(0)))?;
         }
         let mut up = client.uploader(job.path.as_path()).with_metadata(meta);
+        if let Some((store, fingerprinter)) = via {
+            up = up.store(store).fingerprinter(fingerprinter);
+        }
         if let Some(c) = opts.chunk_size {
             up = up.chunk_size(c);
         }
@@ -333,10 +344,9 @@ where
         let (handles, n) = (Arc::clone(&handles), jobs_started);
         jobs_started += 1;
         let path = job.path.display().to_string();
-        let handle =
-            set.spawn(
-                async move { one(&client, &job, &opts, on_start.as_ref(), (&handles, n)).await },
-            );
+        let handle = set.spawn(async move {
+            one(&client, &job, &opts, on_start.as_ref(), (&handles, n), None).await
+        });
         running.insert(handle.id(), path);
     };
     let mut summary = Summary::default();
@@ -429,7 +439,7 @@ where
 
 /// The report of a task that ended: its own; for one the stop cut off, unfinished; for
 /// one that panicked, a failed file.
-fn settled(
+pub(crate) fn settled(
     running: &mut HashMap<tokio::task::Id, String>,
     next: Result<(tokio::task::Id, FileReport), tokio::task::JoinError>,
 ) -> FileReport {

@@ -43,6 +43,7 @@ pub mod batch;
 pub mod blocking;
 pub mod client;
 mod endpoint;
+pub mod fleet;
 pub mod plugins;
 pub mod size;
 pub mod upload;

@@ -36,6 +36,16 @@ pub(crate) struct BatchArgs {
     #[arg(long)]
     pub(crate) force: bool,
     #[command(flatten)]
+    pub(crate) ledger: crate::ledger::LedgerArgs,
+    /// How long a claimed file of a shared batch stays this worker's without a
+    /// heartbeat, e.g. 30s (the config's ledger.lease)
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) lease: Option<String>,
+    /// Stop each file once the server has this many bytes, e.g. 1MiB (in a shared
+    /// batch, the file is given back for another worker to finish)
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) stop_at: Option<String>,
+    #[command(flatten)]
     pub(crate) common: CommonArgs,
 }
 

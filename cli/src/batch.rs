@@ -15,7 +15,17 @@ use crate::walk::Walk;
 use crate::{FAILED, Failure, OK};
 
 pub(crate) async fn batch(config: Option<&Path>, args: BatchArgs) -> Result<u8, Failure> {
-    let loaded = crate::config::load(config, common_overrides(&args.common)?)?;
+    let mut overrides = common_overrides(&args.common)?;
+    let mut ledger = args.ledger.overrides();
+    if let Some(l) = &args.lease {
+        ledger.insert("lease".into(), json!(l));
+    }
+    if !ledger.is_empty()
+        && let Some(o) = overrides.as_object_mut()
+    {
+        o.insert("ledger".into(), serde_json::Value::Object(ledger));
+    }
+    let loaded = crate::config::load(config, overrides)?;
     if loaded.config.endpoint.is_none() {
         return Err(Failure::Usage(
             "batch needs an endpoint: --endpoint URL or `endpoint` in the config".into(),
@@ -26,9 +36,10 @@ pub(crate) async fn batch(config: Option<&Path>, args: BatchArgs) -> Result<u8, 
     } else {
         args.paths.clone()
     };
-    if paths.is_empty() {
+    let shared = loaded.config.ledger.kind == crate::config::LedgerKind::Postgres;
+    if paths.is_empty() && !shared {
         return Err(Failure::Usage(
-            "batch needs files: PATH or GLOB arguments, or batch.paths in the config".into(),
+            "batch needs files: PATH or GLOB arguments, or batch.paths in the config (or a shared ledger, --ledger URL --name NAME, to work on what is queued)".into(),
         ));
     }
     let mut exclude = loaded.config.batch.exclude.clone();
@@ -39,8 +50,16 @@ pub(crate) async fn batch(config: Option<&Path>, args: BatchArgs) -> Result<u8, 
         Err(e) if e.is_io() => return Err(Failure::Usage(e.to_string())),
         Err(e) => return Err(e.into()),
     }
+    let stop_at = args
+        .stop_at
+        .as_deref()
+        .map(tusflow::size::parse_size)
+        .transpose()?;
+    if shared {
+        return crate::shared::batch(&loaded, &args.common, paths, exclude, stop_at).await;
+    }
     let jobs = Jobs::Walk(Box::new(move || Walk::new(&paths, &exclude).ok()));
-    run_jobs(&loaded, &args.common, jobs, None, None, true, args.force).await
+    run_jobs(&loaded, &args.common, jobs, stop_at, None, true, args.force).await
 }
 
 /// Where a run's files come from.
@@ -50,6 +69,9 @@ pub(crate) enum Jobs {
     /// A fresh walk of a batch's arguments, each time it is called (one walk to total
     /// the bytes for the progress bars, one to upload).
     Walk(Box<dyn Fn() -> Option<Walk> + Send>),
+    /// A shared batch's worker, the bytes left in the batch, and the paths that could
+    /// not be listed when it enqueued.
+    Shared(Box<crate::shared::Shared>),
 }
 
 /// The report file, written as files end: `{"files": [...], "totals": {...}}`, under
@@ -148,6 +170,7 @@ pub(crate) async fn run_jobs(
                 .filter_map(|j| std::fs::metadata(&j.path).ok())
                 .map(|m| m.len())
                 .sum(),
+            Jobs::Shared(s) => s.bytes_left,
         };
         // The bars show no more than the cap: bytes a socket buffer took at once
         // are not the rate.
@@ -171,8 +194,18 @@ pub(crate) async fn run_jobs(
         let (multi, all) = progress_bars(total, cap);
         (multi, all, cap)
     });
+    let mut shared = None;
     let jobs: Box<dyn Iterator<Item = Job> + Send> = match jobs {
         Jobs::List(list) => Box::new(list.into_iter()),
+        Jobs::Shared(s) => {
+            let s = *s;
+            unlisted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(s.unlisted);
+            shared = Some(s.worker);
+            Box::new(std::iter::empty())
+        }
         Jobs::Walk(walk) => {
             let unlisted = Arc::clone(&unlisted);
             Box::new(walk().into_iter().flatten().filter_map(move |j| match j {
@@ -259,8 +292,12 @@ pub(crate) async fn run_jobs(
             });
         }
     };
-    let (mut summary, interrupted) =
-        tusflow::batch::run(&client, jobs, &opts, on_start, &mut on_done, stop).await;
+    let (mut summary, interrupted) = match &shared {
+        Some(worker) => {
+            tusflow::fleet::run(&client, worker, &opts, on_start, &mut on_done, stop).await
+        }
+        None => tusflow::batch::run(&client, jobs, &opts, on_start, &mut on_done, stop).await,
+    };
     for r in std::mem::take(&mut *unlisted.lock().unwrap_or_else(|p| p.into_inner())) {
         summary.add(&r);
         on_done(&r);
@@ -322,8 +359,11 @@ pub(crate) async fn run_jobs(
         }
     }
     // (`ledger` is true for `batch`, which always ends with the totals.)
-    if !json_out && !quiet && (summary.total() > 1 || ledger) {
+    if !json_out && !quiet && (summary.total() > 1 || ledger || shared.is_some()) {
         println!("{}", summary_line(&summary, started.elapsed()));
+    }
+    if let Some(worker) = &shared {
+        return crate::shared::finish(worker, &summary, interrupted, json_out || quiet).await;
     }
     if interrupted {
         let done = summary.complete + summary.skipped;

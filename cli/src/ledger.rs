@@ -44,17 +44,30 @@ pub(crate) enum LedgerCommand {
     },
 }
 
+impl LedgerArgs {
+    /// The flags given, as config overrides (`ledger.url`, `ledger.name`; a URL given
+    /// makes the ledger `postgres`).
+    pub(crate) fn overrides(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut ledger = serde_json::Map::new();
+        if let Some(u) = &self.url {
+            ledger.insert("url".into(), json!(u));
+            ledger.insert("kind".into(), json!("postgres"));
+        }
+        if let Some(n) = &self.name {
+            ledger.insert("name".into(), json!(n));
+        }
+        ledger
+    }
+}
+
 /// The ledger URL and batch name the flags or the config give.
 fn target(config: Option<&Path>, args: &LedgerArgs) -> Result<(String, String), Failure> {
-    let mut ledger = serde_json::Map::new();
-    if let Some(u) = &args.url {
-        ledger.insert("url".into(), json!(u));
-    }
-    if let Some(n) = &args.name {
-        ledger.insert("name".into(), json!(n));
-    }
-    let loaded = crate::config::load(config, json!({ "ledger": ledger }))?;
-    let c = &loaded.config.ledger;
+    let loaded = crate::config::load(config, json!({ "ledger": args.overrides() }))?;
+    shared_target(&loaded.config.ledger)
+}
+
+/// The URL and batch name of a shared ledger's config.
+pub(crate) fn shared_target(c: &crate::config::LedgerConfig) -> Result<(String, String), Failure> {
     let Some(url) = c.url.clone() else {
         return Err(Failure::Usage(
             "this needs the shared ledger: --ledger postgres://USER@HOST/DB, or ledger.url in the config".into(),
@@ -66,6 +79,14 @@ fn target(config: Option<&Path>, args: &LedgerArgs) -> Result<(String, String), 
         ));
     };
     Ok((url, name))
+}
+
+/// Connect to the ledger `url` for the batch `name`, off the async runtime.
+pub(crate) async fn connect((url, name): (String, String)) -> Result<PgLedger, Failure> {
+    let out = tokio::task::spawn_blocking(move || PgLedger::connect(&url, &name))
+        .await
+        .map_err(|e| Failure::Usage(format!("the ledger task failed: {e}")))?;
+    Ok(out?)
 }
 
 /// Connect to the ledger `url` for the batch `name` and run `f` on it, off the async

@@ -11,6 +11,7 @@ mod batch;
 mod config;
 mod ledger;
 mod remote;
+mod shared;
 mod stack;
 mod stored;
 mod text;

@@ -14,7 +14,7 @@ fn has_glob(s: &str) -> bool {
 }
 
 /// The directory part of a glob before its first wildcard.
-fn glob_base(pattern: &str) -> PathBuf {
+pub(crate) fn glob_base(pattern: &str) -> PathBuf {
     let mut base = PathBuf::new();
     for part in Path::new(pattern).components() {
         if has_glob(&part.as_os_str().to_string_lossy()) {
@@ -99,6 +99,12 @@ enum Pending {
     Dir(Dir),
     /// The end of a glob's walk: warn if it found nothing since `found` was counted.
     GlobEnd { pattern: String, found: u64 },
+}
+
+/// Where each key of a shared batch is on this machine, for the arguments `paths`.
+pub(crate) fn locator(paths: &[String]) -> tusflow::fleet::Locate {
+    let paths = paths.to_vec();
+    std::sync::Arc::new(move |key: &str| crate::shared::locate_in(&paths, key))
 }
 
 /// A path that could not be listed, with why (the path not repeated).

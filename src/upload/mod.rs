@@ -138,6 +138,12 @@ impl Uploader {
         self
     }
 
+    /// Recognise this source with `f` (instead of the client's fingerprinter).
+    pub fn fingerprinter(mut self, f: Arc<dyn crate::core::store::Fingerprinter>) -> Self {
+        self.resume.fingerprinter = Some(f);
+        self
+    }
+
     /// Do not look up or remember this upload in a store.
     pub fn no_store(mut self) -> Self {
         self.resume.store = None;

@@ -18,31 +18,46 @@ pub const PASSWORD: &str = "pw-S3CRET-x";
 
 /// A running server; dropping the last `Arc` of it stops it.
 pub struct Pg {
-    child: Child,
+    child: Mutex<Child>,
     /// Its port on 127.0.0.1.
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+/// A fast shutdown (SIGINT), then wait for it; SIGKILL only if it hangs.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.wait();
 }
 
 impl Drop for Pg {
     fn drop(&mut self) {
-        // A fast shutdown (SIGINT), then wait for it; SIGKILL only if it hangs.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.wait();
+        stop(self.child.get_mut().unwrap_or_else(|p| p.into_inner()));
     }
 }
 
 impl Pg {
+    /// Stop the server, wait `down`, and start it again on the same port and data
+    /// (its clients lose their connections).
+    pub fn restart(&self, down: Duration) {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        stop(&mut child);
+        std::thread::sleep(down);
+        *child = spawn(self.dir.path(), self.port);
+        drop(child);
+        wait_ready(self.port);
+    }
+
     /// A URL for `db` with the password.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://tus:{PASSWORD}@127.0.0.1:{}/{db}", self.port)
@@ -60,6 +75,21 @@ impl Pg {
             "psql {statement:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// The first value of the first row of `query` on `db`, as text.
+    pub fn value(&self, db: &str, query: &str) -> String {
+        let out = Command::new("psql")
+            .arg(self.url(db))
+            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", query])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql {query:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// A fresh, empty database `name`; its URL.
@@ -157,22 +187,32 @@ fn start() -> Pg {
         .local_addr()
         .unwrap()
         .port();
-    let child = as_postgres(&bin("postgres"))
+    let child = spawn(dir.path(), port);
+    let pg = Pg {
+        child: Mutex::new(child),
+        port,
+        dir,
+    };
+    wait_ready(port);
+    pg
+}
+
+/// The server of the data under `dir`, on `port`.
+fn spawn(dir: &Path, port: u16) -> Child {
+    as_postgres(&bin("postgres"))
         .arg("-D")
-        .arg(&data)
+        .arg(dir.join("data"))
         .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
         .arg("-k")
-        .arg(dir.path())
-        .args(["-c", "fsync=off", "-c", "max_connections=50"])
+        .arg(dir)
+        .args(["-c", "fsync=off", "-c", "max_connections=80"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    let pg = Pg {
-        child,
-        port,
-        _dir: dir,
-    };
+        .unwrap()
+}
+
+fn wait_ready(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = Command::new(bin("pg_isready"))
@@ -180,9 +220,14 @@ fn start() -> Pg {
             .status()
             .is_ok_and(|s| s.success());
         if ready {
-            return pg;
+            return;
         }
         assert!(Instant::now() < deadline, "PostgreSQL did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A server of its own (for a test that restarts it).
+pub fn private() -> Pg {
+    start()
 }

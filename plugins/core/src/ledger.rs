@@ -6,9 +6,11 @@
 //! The trait is object-safe and blocking, as [`crate::store::UrlStore`] is: callers run
 //! it off the async runtime.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// A file to add to a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +88,10 @@ pub trait Ledger: Send + Sync + 'static {
     /// no longer holds `key`.
     fn record(&self, owner: &str, key: &str, url: &str, offset: u64) -> Result<bool>;
 
+    /// Forget the upload URL of `key` (the server no longer has it, so the next upload
+    /// creates one); false when `owner` no longer holds `key`.
+    fn drop_url(&self, owner: &str, key: &str) -> Result<bool>;
+
     /// `key` is uploaded to the end; false when `owner` no longer holds it (then the
     /// new owner completes it).
     fn complete(&self, owner: &str, key: &str) -> Result<bool>;
@@ -104,4 +110,271 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Drop the batch; how many files it had.
     fn forget(&self) -> Result<u64>;
+}
+
+/// The state of a [`MemoryLedger`] entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Pending,
+    Active,
+    Complete,
+    Failed,
+}
+
+#[derive(Clone, Debug)]
+struct Row {
+    size: u64,
+    url: Option<String>,
+    offset: u64,
+    state: State,
+    owner: Option<String>,
+    until: Option<Instant>,
+    attempts: u32,
+    error: Option<String>,
+}
+
+impl Row {
+    fn claimable(&self, now: Instant) -> bool {
+        self.state == State::Pending
+            || (self.state == State::Active && self.until.is_some_and(|u| u < now))
+    }
+
+    /// (An expired lease that nobody took over yet is still the owner's.)
+    fn held_by(&self, owner: &str) -> bool {
+        self.state == State::Active && self.owner.as_deref() == Some(owner)
+    }
+}
+
+/// A ledger in memory: the workers of one process share it (tests, and a reference
+/// for other ledgers: every rule of the trait, in a few lines).
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    rows: Mutex<BTreeMap<String, Row>>,
+}
+
+impl MemoryLedger {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn rows(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Row>> {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn held<T>(&self, owner: &str, key: &str, f: impl FnOnce(&mut Row) -> T) -> Result<bool> {
+        let mut rows = self.rows();
+        match rows.get_mut(key) {
+            Some(r) if r.held_by(owner) => {
+                f(r);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+impl Ledger for MemoryLedger {
+    fn enqueue(&self, entries: &[NewEntry]) -> Result<u64> {
+        let mut rows = self.rows();
+        let mut added = 0;
+        for e in entries {
+            match rows.get(&e.key) {
+                Some(r) if r.size != e.size => return Err(conflict(&e.key, r.size, e.size)),
+                Some(_) => {}
+                None => {
+                    added += 1;
+                    rows.insert(
+                        e.key.clone(),
+                        Row {
+                            size: e.size,
+                            url: None,
+                            offset: 0,
+                            state: State::Pending,
+                            owner: None,
+                            until: None,
+                            attempts: 0,
+                            error: None,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    fn claim(&self, owner: &str, n: usize, lease: Duration) -> Result<Vec<Claim>> {
+        let now = Instant::now();
+        let mut rows = self.rows();
+        let mut out = Vec::new();
+        for (key, r) in rows.iter_mut() {
+            if out.len() >= n {
+                break;
+            }
+            if r.claimable(now) {
+                r.state = State::Active;
+                r.owner = Some(owner.to_owned());
+                r.until = Some(now + lease);
+                r.attempts += 1;
+                out.push(Claim {
+                    key: key.clone(),
+                    size: r.size,
+                    url: r.url.clone(),
+                    offset: r.offset,
+                    attempts: r.attempts,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn heartbeat(&self, owner: &str, keys: &[String], lease: Duration) -> Result<Vec<String>> {
+        let now = Instant::now();
+        let mut rows = self.rows();
+        let mut kept = Vec::new();
+        for k in keys {
+            if let Some(r) = rows.get_mut(k)
+                && r.held_by(owner)
+            {
+                r.until = Some(now + lease);
+                kept.push(k.clone());
+            }
+        }
+        Ok(kept)
+    }
+
+    fn record(&self, owner: &str, key: &str, url: &str, offset: u64) -> Result<bool> {
+        self.held(owner, key, |r| {
+            r.url = Some(url.to_owned());
+            r.offset = r.offset.max(offset);
+        })
+    }
+
+    fn drop_url(&self, owner: &str, key: &str) -> Result<bool> {
+        self.held(owner, key, |r| {
+            r.url = None;
+            r.offset = 0;
+        })
+    }
+
+    fn complete(&self, owner: &str, key: &str) -> Result<bool> {
+        self.held(owner, key, |r| {
+            r.state = State::Complete;
+            r.offset = r.size;
+            r.owner = None;
+            r.until = None;
+            r.error = None;
+        })
+    }
+
+    fn fail(&self, owner: &str, key: &str, reason: &str) -> Result<bool> {
+        self.held(owner, key, |r| {
+            r.state = State::Failed;
+            r.owner = None;
+            r.until = None;
+            r.error = Some(reason.to_owned());
+        })
+    }
+
+    fn release(&self, owner: &str, key: &str) -> Result<bool> {
+        self.held(owner, key, |r| {
+            r.state = State::Pending;
+            r.owner = None;
+            r.until = None;
+        })
+    }
+
+    fn totals(&self) -> Result<Totals> {
+        let now = Instant::now();
+        let mut t = Totals::default();
+        for r in self.rows().values() {
+            t.total += 1;
+            t.bytes_total += r.size;
+            if r.claimable(now) {
+                t.pending += 1;
+                continue;
+            }
+            match r.state {
+                State::Active => t.active += 1,
+                State::Complete => {
+                    t.complete += 1;
+                    t.bytes_done += r.size;
+                }
+                State::Failed => t.failed += 1,
+                State::Pending => {}
+            }
+        }
+        Ok(t)
+    }
+
+    fn retry_failed(&self) -> Result<u64> {
+        let mut n = 0;
+        for r in self.rows().values_mut() {
+            if r.state == State::Failed {
+                r.state = State::Pending;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn forget(&self) -> Result<u64> {
+        let mut rows = self.rows();
+        let n = rows.len() as u64;
+        rows.clear();
+        Ok(n)
+    }
+}
+
+/// The error of a file enqueued under a key the batch holds with another size: another
+/// file, most likely another set of paths under the same batch name.
+pub fn conflict(key: &str, theirs: u64, ours: u64) -> Error {
+    Error::invalid(format!(
+        "the batch already has {key:?} with {theirs} bytes, but here it is {ours} bytes: another file under the same key (another set of paths under this batch name? give the batch another --name)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memory_ledger_keeps_the_rules() {
+        let l = MemoryLedger::new();
+        let lease = Duration::from_secs(30);
+        assert_eq!(
+            l.enqueue(&[NewEntry::new("a", 1), NewEntry::new("b", 2)])
+                .unwrap(),
+            2
+        );
+        assert_eq!(l.enqueue(&[NewEntry::new("a", 1)]).unwrap(), 0);
+        assert!(
+            l.enqueue(&[NewEntry::new("a", 5)])
+                .unwrap_err()
+                .is_invalid()
+        );
+        let c = l.claim("w1", 1, lease).unwrap();
+        assert_eq!(c[0].key, "a");
+        assert!(l.record("w1", "a", "http://x/1", 1).unwrap());
+        assert!(!l.record("w2", "a", "http://x/2", 1).unwrap());
+        // A lease that ran out: another worker takes the file, with its URL.
+        let c = l.claim("w2", 5, Duration::ZERO).unwrap();
+        assert_eq!(c.len(), 1, "b only: a is w1's");
+        std::thread::sleep(Duration::from_millis(5));
+        let c = l.claim("w3", 5, lease).unwrap();
+        assert_eq!(c.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert!(!l.complete("w2", "b").unwrap(), "w3 took b over");
+        assert!(l.complete("w3", "b").unwrap());
+        assert_eq!(l.heartbeat("w1", &["a".into()], lease).unwrap(), ["a"]);
+        assert!(l.fail("w1", "a", "boom").unwrap());
+        let t = l.totals().unwrap();
+        assert_eq!((t.total, t.complete, t.failed, t.bytes_done), (2, 1, 1, 2));
+        assert_eq!(l.retry_failed().unwrap(), 1);
+        let c = l.claim("w4", 5, lease).unwrap();
+        assert_eq!(
+            (c[0].url.as_deref(), c[0].attempts),
+            (Some("http://x/1"), 2)
+        );
+        assert_eq!(l.forget().unwrap(), 2);
+    }
 }

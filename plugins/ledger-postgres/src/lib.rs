@@ -54,6 +54,7 @@ impl Drop for Conn {
 /// One named batch on PostgreSQL.
 pub struct PgLedger {
     client: Mutex<Conn>,
+    config: postgres::Config,
     batch: String,
     /// `host:port/db`, for messages (never the password).
     shown: String,
@@ -103,14 +104,10 @@ impl PgLedger {
         if name.trim().is_empty() {
             return Err(Error::config("the ledger needs a batch name (--name)"));
         }
-        let client = config.connect(NoTls).map_err(|e| {
-            Error::store(format!(
-                "cannot use the ledger database at {shown}: {}",
-                first_line(&e)
-            ))
-        })?;
+        let client = open(&config, &shown)?;
         let ledger = PgLedger {
             client: Mutex::new(Conn(Some(client))),
+            config,
             batch: name.to_owned(),
             shown,
         };
@@ -131,14 +128,21 @@ impl PgLedger {
         ))
     }
 
+    /// Run `f` on the connection; one that was lost (the database restarted, the
+    /// network cut) is opened again first. A failed call is not repeated: the caller
+    /// decides (a worker backs off and tries again).
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
     ) -> Result<T> {
         let mut c = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        let client =
-            c.0.as_mut()
-                .expect("the connection is open until the ledger drops");
+        if c.0.as_ref().is_none_or(Client::is_closed) {
+            // The old one is dropped on a thread of its own, as at the end.
+            drop(Conn(c.0.take()));
+            c.0 = Some(open(&self.config, &self.shown)?);
+            tracing::info!(database = %self.shown, "reconnected to the ledger database");
+        }
+        let client = c.0.as_mut().expect("opened above");
         f(client).map_err(|e| self.err(e))
     }
 
@@ -189,6 +193,15 @@ impl PgLedger {
     }
 }
 
+fn open(config: &postgres::Config, shown: &str) -> Result<Client> {
+    config.connect(NoTls).map_err(|e| {
+        Error::store(format!(
+            "cannot use the ledger database at {shown}: {}",
+            first_line(&e)
+        ))
+    })
+}
+
 /// The first line of a database error: the server's message, or the driver's words
 /// and their causes ("error connecting to server: Connection refused"). A connection
 /// string is never in them.
@@ -226,14 +239,27 @@ impl Ledger for PgLedger {
             let keys: Vec<&str> = chunk.iter().map(|e| e.key.as_str()).collect();
             let sizes: Vec<i64> = chunk.iter().map(|e| to_i64(e.size)).collect();
             let fps: Vec<Option<&str>> = chunk.iter().map(|e| e.fingerprint.as_deref()).collect();
-            added += self.with(|c| {
-                c.execute(
+            let (n, clash) = self.with(|c| {
+                let n = c.execute(
                     "INSERT INTO tusflow_files (batch, key, size, fingerprint)
                      SELECT $1, k, s, f FROM unnest($2::text[], $3::bigint[], $4::text[]) AS t(k, s, f)
                      ON CONFLICT (batch, key) DO NOTHING",
                     &[&self.batch, &keys, &sizes, &fps],
-                )
+                )?;
+                // A key the batch has with another size: another file.
+                let clash = c.query_opt(
+                    "SELECT t.k, f.size, t.s FROM unnest($2::text[], $3::bigint[]) AS t(k, s)
+                     JOIN tusflow_files f ON f.batch = $1 AND f.key = t.k
+                     WHERE f.size <> t.s LIMIT 1",
+                    &[&self.batch, &keys, &sizes],
+                )?;
+                Ok((n, clash))
             })?;
+            if let Some(r) = clash {
+                let size = |i| u64::try_from(r.get::<_, i64>(i)).unwrap_or(0);
+                return Err(tusflow_core::ledger::conflict(r.get(0), size(1), size(2)));
+            }
+            added += n;
         }
         Ok(added)
     }
@@ -299,6 +325,17 @@ impl Ledger for PgLedger {
                 "UPDATE tusflow_files SET url = $4, acked = GREATEST(acked, $5), updated = now()
                  WHERE batch = $1 AND key = $2 AND owner = $3 AND state = 'active'",
                 &[&self.batch, &key, &owner, &url, &to_i64(offset)],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    fn drop_url(&self, owner: &str, key: &str) -> Result<bool> {
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE tusflow_files SET url = NULL, acked = 0, updated = now()
+                 WHERE batch = $1 AND key = $2 AND owner = $3 AND state = 'active'",
+                &[&self.batch, &key, &owner],
             )
         })?;
         Ok(n == 1)
