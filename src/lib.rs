@@ -69,10 +69,16 @@ pub mod ledger {
     pub use tusflow_ledger_postgres as postgres;
 }
 
-/// URL storage: the [`UrlStore`](store::UrlStore) trait, the memory store, and the redb
-/// store (feature `store-redb`).
+/// URL storage: the [`UrlStore`](store::UrlStore) trait, the memory store, the redb
+/// store (feature `store-redb`), and the PostgreSQL store that many machines share
+/// (feature `ledger-postgres`).
 pub mod store {
     pub use crate::core::store::*;
+    #[cfg(feature = "ledger-postgres")]
+    pub mod postgres {
+        //! Upload URLs on PostgreSQL, shared by every machine.
+        pub use tusflow_ledger_postgres::{PgStore, shown};
+    }
     #[cfg(feature = "store-redb")]
     pub use tusflow_store_redb as redb;
 }

@@ -191,6 +191,9 @@ pub(crate) struct StoreConfig {
     /// How long to wait while another process has the file open, before failing.
     #[serde(with = "duration")]
     pub(crate) wait: Duration,
+    /// With `kind = "postgres"`: the database's connection string, shared by every
+    /// machine (`postgres://user@host/db`).
+    pub(crate) url: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -199,6 +202,7 @@ impl Default for StoreConfig {
             kind: StoreKind::Redb,
             path: None,
             wait: Duration::from_secs(30),
+            url: None,
         }
     }
 }
@@ -211,6 +215,8 @@ pub(crate) enum StoreKind {
     Redb,
     /// In memory: resumes within one run only.
     Memory,
+    /// PostgreSQL (`store.url`): every machine resumes every machine's uploads.
+    Postgres,
     /// No store.
     None,
 }
@@ -435,7 +441,7 @@ impl Loaded {
             let key = path.join(".");
             let shown = if is_secret_key(path) {
                 "\"<redacted>\"".to_owned()
-            } else if key == "ledger.url" {
+            } else if key == "ledger.url" || key == "store.url" {
                 v.as_str()
                     .map(|u| format!("{:?}", without_password(u)))
                     .unwrap_or_else(|| render(v))

@@ -210,7 +210,9 @@ fn main() -> ExitCode {
                 all,
                 expired,
                 store,
-            } => stored::forget(config, upload_url.as_deref(), all, expired, &store),
+            } => tokio::task::block_in_place(|| {
+                stored::forget(config, upload_url.as_deref(), all, expired, &store)
+            }),
             Command::Info {
                 endpoint,
                 conn,

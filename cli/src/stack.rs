@@ -58,6 +58,7 @@ pub(crate) fn client_from(
             };
             Some(Arc::new(args.open()?))
         }
+        StoreKind::Postgres => Some(Arc::new(postgres_store(&c.store)?)),
     };
     if let Some(s) = store {
         let mode = match c.fingerprint.mode {
@@ -69,6 +70,24 @@ pub(crate) fn client_from(
             .fingerprinter(Arc::new(tusflow::fingerprint::Xxh3Fingerprinter::new(mode)));
     }
     Ok(b.build()?)
+}
+
+/// The shared store on PostgreSQL the config names (`store.url`). Its blocking
+/// connect runs outside the async runtime's own threads.
+pub(crate) fn postgres_store(
+    c: &crate::config::StoreConfig,
+) -> Result<tusflow::store::postgres::PgStore, Failure> {
+    let Some(url) = c.url.as_deref() else {
+        return Err(Failure::Usage(
+            "store.kind = \"postgres\" needs store.url: the database's connection string (postgres://USER@HOST/DB; env TUSFLOW_STORE__URL)".into(),
+        ));
+    };
+    let connect = || tusflow::store::postgres::PgStore::connect(url);
+    let store = match tokio::runtime::Handle::try_current() {
+        Ok(_) => tokio::task::block_in_place(connect),
+        Err(_) => connect(),
+    };
+    Ok(store?)
 }
 
 pub(crate) fn read_file(what: &str, path: &PathBuf) -> Result<Vec<u8>, Failure> {

@@ -1,7 +1,7 @@
 //! `tusflow list` and `tusflow forget`: the store of upload URLs.
 
 use serde_json::json;
-use tusflow::store::UrlStore as _;
+use tusflow::store::UrlStore;
 
 use crate::args::StoreArgs;
 use crate::{Failure, OK};
@@ -15,15 +15,16 @@ pub(crate) async fn list(
     json: bool,
     conn: Option<&crate::args::ConnArgs>,
 ) -> Result<u8, Failure> {
-    let store = &with_config(config, store)?;
-    let path = store.path()?;
-    if !path.exists() {
-        if !json {
-            println!("no stored uploads ({} does not exist)", path.display());
+    let (store, place) = match open(config, store)? {
+        Ok(found) => found,
+        Err(missing) => {
+            if !json {
+                println!("no stored uploads ({} does not exist)", missing.display());
+            }
+            return Ok(OK);
         }
-        return Ok(OK);
-    }
-    let records = store.open()?.list()?;
+    };
+    let records = tokio::task::block_in_place(|| store.list())?;
     let asked = match conn {
         Some(conn) if !records.is_empty() => server_offsets(config, conn, &records).await?,
         _ => vec![None; records.len()],
@@ -76,19 +77,38 @@ pub(crate) async fn list(
         }
     }
     if !json && records.is_empty() {
-        println!("no stored uploads in {}", path.display());
+        println!("no stored uploads in {place}");
     }
     Ok(OK)
 }
 
-/// The store the config names (`store.path`, `store.wait`) unless `--store` is given;
-/// the config is checked as every command checks it.
-fn with_config(config: Option<&std::path::Path>, store: &StoreArgs) -> Result<StoreArgs, Failure> {
+/// An open store and where it is, for people; or the path of a redb file that does
+/// not exist.
+type Opened = Result<(Box<dyn UrlStore>, String), std::path::PathBuf>;
+
+/// The store the config names (`store.kind`, `store.path`, `store.wait`, `store.url`)
+/// unless `--store PATH` is given, and where it is, for people; or the path of a redb
+/// file that does not exist. The config is checked as every command checks it.
+fn open(
+    config: Option<&std::path::Path>,
+    store: &StoreArgs,
+) -> Result<Opened, Failure> {
     let loaded = crate::config::load(config, json!({}))?;
-    Ok(StoreArgs {
-        path: store.path.clone().or(loaded.config.store.path.clone()),
-        wait: store.wait.or(Some(loaded.config.store.wait)),
-    })
+    let c = &loaded.config.store;
+    if store.path.is_none() && c.kind == crate::config::StoreKind::Postgres {
+        let pg = crate::stack::postgres_store(c)?;
+        let place = format!("the store database at {}", pg.database());
+        return Ok(Ok((Box::new(pg), place)));
+    }
+    let args = StoreArgs {
+        path: store.path.clone().or(c.path.clone()),
+        wait: store.wait.or(Some(c.wait)),
+    };
+    let path = args.path()?;
+    if !path.exists() {
+        return Ok(Err(path));
+    }
+    Ok(Ok((Box::new(args.open()?), path.display().to_string())))
 }
 
 /// What each record's server has: its offset, or why it could not say.
@@ -168,13 +188,10 @@ pub(crate) fn forget(
     expired: bool,
     store: &StoreArgs,
 ) -> Result<u8, Failure> {
-    let store = &with_config(config, store)?;
-    let path = store.path()?;
-    if !path.exists() {
+    let Ok((store, _)) = open(config, store)? else {
         println!("forgot 0 uploads");
         return Ok(OK);
-    }
-    let store = store.open()?;
+    };
     let now = tusflow::store::unix_now();
     let mut n = 0;
     match url {

@@ -475,3 +475,56 @@ fn wrong_input_is_one_clear_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--parallel is for one machine"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_begun_on_one_machine_is_continued_on_another_through_the_shared_store() {
+    let pg = pg::server();
+    let url = pg.database("fleet_store");
+    let server = TusServer::start();
+    let proxy = FaultProxy::start(&server.addr).await;
+    let endpoint = proxy.url(&server.endpoint);
+    // Two "machines": their own directories, data directories and paths to the file.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let fa = mk(&a.path().join("share"), "movie.bin", 2_500_000, 11);
+    let fb = b.path().join("mnt/movie.bin");
+    std::fs::create_dir_all(fb.parent().unwrap()).unwrap();
+    std::fs::copy(&fa, &fb).unwrap();
+    let mtime = std::fs::metadata(&fa).unwrap().modified().unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&fb)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let upload = move |dir: PathBuf, file: &str, extra: Vec<&'static str>| {
+        let (endpoint, url, file) = (endpoint.clone(), url.clone(), file.to_owned());
+        tokio::task::spawn_blocking(move || {
+            tusflow(&dir)
+                .env("TUSFLOW_STORE__KIND", "postgres")
+                .env("TUSFLOW_STORE__URL", &url)
+                .args(["upload", "-e", &endpoint, &file])
+                .args(extra)
+                .output()
+                .unwrap()
+        })
+    };
+    let first = upload(
+        a.path().to_owned(),
+        "share/movie.bin",
+        vec!["--stop-at", "1000000"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let second = upload(b.path().to_owned(), "mnt/movie.bin", vec![])
+        .await
+        .unwrap();
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stdout).contains("complete (resumed)"),
+        "{}",
+        text(&second.stdout)
+    );
+    assert_eq!(proxy.patch_bytes(), 2_500_000, "no byte sent twice");
+    assert_eq!(assert_each_once_and_exact(&server, &[fa]), 1, "one upload");
+}

@@ -22,6 +22,8 @@ pub struct Pg {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: tempfile::TempDir,
+    /// With TLS: the CA that signed its certificate (for 127.0.0.1), a PEM file.
+    pub ca: Option<PathBuf>,
 }
 
 /// A fast shutdown (SIGINT), then wait for it; SIGKILL only if it hangs.
@@ -53,7 +55,7 @@ impl Pg {
         let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
         stop(&mut child);
         std::thread::sleep(down);
-        *child = spawn(self.dir.path(), self.port);
+        *child = spawn(self.dir.path(), self.port, self.ca.is_some());
         drop(child);
         wait_ready(self.port);
     }
@@ -144,12 +146,12 @@ pub fn server() -> Arc<Pg> {
     if let Some(pg) = weak.upgrade() {
         return pg;
     }
-    let pg = Arc::new(start());
+    let pg = Arc::new(start(false));
     *weak = Arc::downgrade(&pg);
     pg
 }
 
-fn start() -> Pg {
+fn start(tls: bool) -> Pg {
     let dir = tempfile::Builder::new()
         .prefix("tusflow-pg-")
         .tempdir_in("/tmp")
@@ -187,20 +189,116 @@ fn start() -> Pg {
         .local_addr()
         .unwrap()
         .port();
-    let child = spawn(dir.path(), port);
+    let ca = tls.then(|| certificates(dir.path()));
+    if tls && is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let child = spawn(dir.path(), port, tls);
     let pg = Pg {
         child: Mutex::new(child),
         port,
         dir,
+        ca,
     };
     wait_ready(port);
     pg
 }
 
+/// A CA and a server certificate for 127.0.0.1 it signed, made with openssl in `dir`
+/// (`server.crt`, `server.key`); the CA's PEM file.
+fn certificates(dir: &Path) -> PathBuf {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tusflow test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    dir.join("ca.crt")
+}
+
 /// The server of the data under `dir`, on `port`.
-fn spawn(dir: &Path, port: u16) -> Child {
-    as_postgres(&bin("postgres"))
-        .arg("-D")
+fn spawn(dir: &Path, port: u16, tls: bool) -> Child {
+    let mut c = as_postgres(&bin("postgres"));
+    if tls {
+        c.args(["-c", "ssl=on"])
+            .arg("-c")
+            .arg(format!(
+                "ssl_cert_file={}",
+                dir.join("server.crt").display()
+            ))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", dir.join("server.key").display()));
+    }
+    c.arg("-D")
         .arg(dir.join("data"))
         .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
         .arg("-k")
@@ -229,5 +327,11 @@ fn wait_ready(port: u16) {
 
 /// A server of its own (for a test that restarts it).
 pub fn private() -> Pg {
-    start()
+    start(false)
+}
+
+/// A server of its own that speaks TLS, with a certificate for 127.0.0.1 signed by
+/// [`Pg::ca`].
+pub fn private_tls() -> Pg {
+    start(true)
 }

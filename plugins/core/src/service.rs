@@ -20,6 +20,21 @@ use crate::{Body, Error, Operation, Result};
 
 mod tls;
 
+/// A rustls client config as the core service builds its own (ring, never a
+/// process-wide provider): the platform's roots and `extra_roots` (PEM bundles), or no
+/// verification (`insecure`); `identity` a PEM with a certificate chain and its key.
+/// ALPN is left for the caller (the service sets h2 and http/1.1). For other clients
+/// of the same machine's trust, such as a database connection.
+pub fn tls_client_config(
+    extra_roots: &[Vec<u8>],
+    identity: Option<&[u8]>,
+    insecure: bool,
+) -> crate::Result<rustls::ClientConfig> {
+    let mut c = tls::config(extra_roots, identity, insecure)?;
+    c.alpn_protocols.clear();
+    Ok(c)
+}
+
 /// How long connecting may take by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request may go without moving a byte, by default.

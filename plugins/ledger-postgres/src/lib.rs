@@ -22,71 +22,37 @@
 //! ```
 
 use std::fmt;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use postgres::{Client, NoTls};
 use tusflow_core::ledger::{Claim, Ledger, NewEntry, Totals};
 use tusflow_core::{Error, Result};
 
-/// The schema this crate writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+mod db;
+mod store;
+
+use db::Db;
+pub use db::shown;
+pub use store::PgStore;
+
+/// The schema this crate writes and reads: 1, the ledger's table; 2, and the URL
+/// store's.
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Rows per `INSERT` when enqueueing.
 const INSERT_ROWS: usize = 1000;
 
-/// The advisory lock key under which the schema is created or migrated.
-const SCHEMA_LOCK: i64 = 0x0074_7573_666c_6f77; // "tusflow"
-
-/// The connection. `postgres::Client` closes by blocking on a runtime of its own,
-/// which panics inside an async runtime: it is dropped on a thread of its own, so a
-/// ledger may be dropped anywhere.
-struct Conn(Option<Client>);
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.take() {
-            let _ = std::thread::spawn(move || drop(c)).join();
-        }
-    }
-}
-
 /// One named batch on PostgreSQL.
 pub struct PgLedger {
-    client: Mutex<Conn>,
-    config: postgres::Config,
+    db: Db,
     batch: String,
-    /// `host:port/db`, for messages (never the password).
-    shown: String,
 }
 
 impl fmt::Debug for PgLedger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgLedger")
-            .field("database", &self.shown)
+            .field("database", &self.db.shown)
             .field("batch", &self.batch)
             .finish_non_exhaustive()
-    }
-}
-
-/// `host:port/dbname` of a connection string, without user or password.
-pub fn shown(url: &str) -> String {
-    match url.parse::<postgres::Config>() {
-        Ok(c) => {
-            let host = c
-                .get_hosts()
-                .first()
-                .map(|h| match h {
-                    postgres::config::Host::Tcp(h) => h.clone(),
-                    #[cfg(unix)]
-                    postgres::config::Host::Unix(p) => p.display().to_string(),
-                })
-                .unwrap_or_else(|| "localhost".into());
-            let port = c.get_ports().first().copied().unwrap_or(5432);
-            let db = c.get_dbname().unwrap_or("");
-            format!("{host}:{port}/{db}")
-        }
-        Err(_) => "(a connection string that does not parse)".into(),
     }
 }
 
@@ -94,134 +60,27 @@ impl PgLedger {
     /// Connect to the database at `url` (a `postgres://` URL or a `key=value` string)
     /// for the batch `name`, creating or migrating the tables.
     pub fn connect(url: &str, name: &str) -> Result<Self> {
-        let shown = shown(url);
-        let config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
-            Error::config(format!(
-                "the ledger URL is not a PostgreSQL connection string: {}",
-                first_line(&e)
-            ))
-        })?;
         if name.trim().is_empty() {
             return Err(Error::config("the ledger needs a batch name (--name)"));
         }
-        let client = open(&config, &shown)?;
         let ledger = PgLedger {
-            client: Mutex::new(Conn(Some(client))),
-            config,
+            db: Db::connect(url, "ledger")?,
             batch: name.to_owned(),
-            shown,
         };
-        ledger.migrate()?;
         Ok(ledger)
     }
 
     /// The database, as messages name it (`host:port/db`).
     pub fn database(&self) -> &str {
-        &self.shown
+        &self.db.shown
     }
 
-    fn err(&self, e: postgres::Error) -> Error {
-        Error::store(format!(
-            "the ledger database at {}: {}",
-            self.shown,
-            first_line(&e)
-        ))
-    }
-
-    /// Run `f` on the connection; one that was lost (the database restarted, the
-    /// network cut) is opened again first. A failed call is not repeated: the caller
-    /// decides (a worker backs off and tries again).
     fn with<T>(
         &self,
-        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
+        f: impl FnOnce(&mut postgres::Client) -> std::result::Result<T, postgres::Error>,
     ) -> Result<T> {
-        let mut c = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if c.0.as_ref().is_none_or(Client::is_closed) {
-            // The old one is dropped on a thread of its own, as at the end.
-            drop(Conn(c.0.take()));
-            c.0 = Some(open(&self.config, &self.shown)?);
-            tracing::info!(database = %self.shown, "reconnected to the ledger database");
-        }
-        let client = c.0.as_mut().expect("opened above");
-        f(client).map_err(|e| self.err(e))
+        self.db.with(f)
     }
-
-    fn migrate(&self) -> Result<()> {
-        let version: i32 = self.with(|c| {
-            let mut t = c.transaction()?;
-            t.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
-            t.batch_execute(
-                "CREATE TABLE IF NOT EXISTS tusflow_schema (
-                     id INT PRIMARY KEY CHECK (id = 1),
-                     version INT NOT NULL
-                 );
-                 CREATE TABLE IF NOT EXISTS tusflow_files (
-                     batch TEXT NOT NULL,
-                     key TEXT NOT NULL,
-                     size BIGINT NOT NULL,
-                     fingerprint TEXT,
-                     url TEXT,
-                     acked BIGINT NOT NULL DEFAULT 0,
-                     state TEXT NOT NULL DEFAULT 'pending',
-                     owner TEXT,
-                     lease_until TIMESTAMPTZ,
-                     attempts INT NOT NULL DEFAULT 0,
-                     last_error TEXT,
-                     created TIMESTAMPTZ NOT NULL DEFAULT now(),
-                     updated TIMESTAMPTZ NOT NULL DEFAULT now(),
-                     PRIMARY KEY (batch, key)
-                 );
-                 CREATE INDEX IF NOT EXISTS tusflow_files_state ON tusflow_files (batch, state);",
-            )?;
-            t.execute(
-                "INSERT INTO tusflow_schema (id, version) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
-                &[&SCHEMA_VERSION],
-            )?;
-            let v: i32 = t
-                .query_one("SELECT version FROM tusflow_schema WHERE id = 1", &[])?
-                .get(0);
-            t.commit()?;
-            Ok(v)
-        })?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::store(format!(
-                "the ledger database at {} has schema version {version}, newer than this tusflow's {SCHEMA_VERSION}: upgrade tusflow",
-                self.shown
-            )));
-        }
-        Ok(())
-    }
-}
-
-fn open(config: &postgres::Config, shown: &str) -> Result<Client> {
-    config.connect(NoTls).map_err(|e| {
-        Error::store(format!(
-            "cannot use the ledger database at {shown}: {}",
-            first_line(&e)
-        ))
-    })
-}
-
-/// The first line of a database error: the server's message, or the driver's words
-/// and their causes ("error connecting to server: Connection refused"). A connection
-/// string is never in them.
-fn first_line(e: &postgres::Error) -> String {
-    let text = match e.as_db_error() {
-        Some(db) => db.message().to_owned(),
-        None => {
-            let mut t = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(s) = src {
-                let more = s.to_string();
-                if !t.contains(&more) {
-                    t = format!("{t}: {more}");
-                }
-                src = s.source();
-            }
-            t
-        }
-    };
-    text.lines().next().unwrap_or("").to_owned()
 }
 
 fn secs(d: Duration) -> f64 {

@@ -192,3 +192,106 @@ fn connection_errors_name_host_and_port_never_the_password() {
     let ok = PgLedger::connect(&url, "b").unwrap();
     assert!(!format!("{ok:?}").contains(PASSWORD));
 }
+
+#[test]
+fn tls_to_the_database_is_verified_with_rustls() {
+    let pg = pg::private_tls();
+    let url = pg.database("tls");
+    let ca = pg.ca.clone().unwrap();
+    let required = format!("{url}?sslmode=require");
+    // Not trusted: the platform's roots do not know the test CA, and the message says
+    // how to trust it (and never the password).
+    let e = PgLedger::connect(&required, "b").unwrap_err().to_string();
+    assert!(e.contains("sslrootcert=PATH"), "{e}");
+    assert!(!e.contains(PASSWORD), "{e}");
+    // Trusted with sslrootcert: connects, which `sslmode=require` allows only over TLS.
+    let trusted = format!("{required}&sslrootcert={}", ca.display());
+    let ledger = PgLedger::connect(&trusted, "b").unwrap();
+    assert_eq!(ledger.enqueue(&entries(3)).unwrap(), 3);
+    assert!(!format!("{ledger:?}").contains(PASSWORD));
+    // A missing CA file is named.
+    let e = PgLedger::connect(&format!("{required}&sslrootcert=/nonexistent/ca.pem"), "b")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot read sslrootcert /nonexistent/ca.pem"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_version_1_schema_is_migrated_and_keeps_its_rows() {
+    let (url, pg) = database("migrate");
+    pg.sql(
+        "migrate",
+        "CREATE TABLE tusflow_schema (id INT PRIMARY KEY CHECK (id = 1), version INT NOT NULL);
+         INSERT INTO tusflow_schema VALUES (1, 1);
+         CREATE TABLE tusflow_files (batch TEXT NOT NULL, key TEXT NOT NULL, size BIGINT NOT NULL,
+             fingerprint TEXT, url TEXT, acked BIGINT NOT NULL DEFAULT 0,
+             state TEXT NOT NULL DEFAULT 'pending', owner TEXT, lease_until TIMESTAMPTZ,
+             attempts INT NOT NULL DEFAULT 0, last_error TEXT,
+             created TIMESTAMPTZ NOT NULL DEFAULT now(), updated TIMESTAMPTZ NOT NULL DEFAULT now(),
+             PRIMARY KEY (batch, key));
+         INSERT INTO tusflow_files (batch, key, size) VALUES ('old', 'a', 5);",
+    );
+    let ledger = PgLedger::connect(&url, "old").unwrap();
+    assert_eq!(ledger.totals().unwrap().total, 1);
+    assert_eq!(
+        pg.value("migrate", "SELECT version FROM tusflow_schema"),
+        SCHEMA_VERSION.to_string()
+    );
+    let store = tusflow_ledger_postgres::PgStore::connect(&url).unwrap();
+    assert!(tusflow_core::UrlStore::list(&store).unwrap().is_empty());
+}
+
+#[test]
+fn a_key_enqueued_with_another_size_is_refused() {
+    let (url, _pg) = database("conflict");
+    let ledger = PgLedger::connect(&url, "b").unwrap();
+    ledger.enqueue(&[NewEntry::new("x/a.bin", 10)]).unwrap();
+    let e = ledger
+        .enqueue(&[NewEntry::new("x/b.bin", 1), NewEntry::new("x/a.bin", 11)])
+        .unwrap_err();
+    assert!(e.is_invalid());
+    assert!(
+        e.to_string()
+            .contains("already has \"x/a.bin\" with 10 bytes, but here it is 11 bytes"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_store_is_shared_and_sources_are_per_machine() {
+    use tusflow_core::UrlStore;
+    let (url, pg) = database("store");
+    let a = tusflow_ledger_postgres::PgStore::connect(&url).unwrap();
+    let b = tusflow_ledger_postgres::PgStore::connect(&url).unwrap();
+    let mut r = tusflow_core::UploadRecord::new("fp1", "http://h/files/1");
+    r.source = Some("in/a.bin".into());
+    r.endpoint = Some("http://h/files/".into());
+    r.offset = Some(7);
+    a.add(&r).unwrap();
+    // Another connection (another machine) finds it by fingerprint.
+    let found = b.find("fp1").unwrap();
+    assert_eq!(found, vec![r.clone()]);
+    assert_eq!(
+        b.find_by_source(Some("http://h/files/"), "in/a.bin")
+            .unwrap()
+            .len(),
+        1
+    );
+    // A record another host wrote is not this machine's file of the same path.
+    pg.sql("store", "UPDATE tusflow_uploads SET host = 'elsewhere'");
+    assert!(
+        b.find_by_source(Some("http://h/files/"), "in/a.bin")
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(b.find("fp1").unwrap().len(), 1);
+    r.offset = Some(9);
+    a.add(&r).unwrap();
+    assert_eq!(b.list().unwrap()[0].offset, Some(9));
+    assert_eq!(b.remove_url("http://h/files/1").unwrap(), 1);
+    assert!(!a.remove("fp1", "http://h/files/1").unwrap());
+    assert!(a.location().contains("/store"), "{}", a.location());
+}
