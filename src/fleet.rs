@@ -304,7 +304,7 @@ async fn heartbeats(worker: Worker, held: Shared, handles: Handles) {
         let mut h = lock(&held);
         let handles = handles.lock().unwrap_or_else(|p| p.into_inner());
         for k in lost {
-            tracing::warn!(key = %k, "this worker's lease on the file ran out: another worker continues it");
+            tracing::info!(key = %k, "this worker's lease on the file ran out: another worker continues it");
             if let Some(n) = h.keys.get(&k)
                 && let Some(a) = handles.get(n)
             {
@@ -325,10 +325,21 @@ enum End {
     Lost,
 }
 
+/// What the ledger said when told how a file ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Told {
+    /// It has it.
+    Held,
+    /// Another worker holds the file.
+    Lost,
+    /// It could not be reached for a whole lease.
+    Unknown,
+}
+
 /// Tell the ledger how `key` ended, trying again while it cannot be reached, for at
 /// most a lease (then the lease runs out, and whoever takes the file over finds on
-/// the server how far it got). True when the ledger has it.
-async fn settle(worker: &Worker, key: &str, end: &End, entry: Option<&Arc<Entry>>) -> bool {
+/// the server how far it got).
+async fn settle(worker: &Worker, key: &str, end: &End, entry: Option<&Arc<Entry>>) -> Told {
     let deadline = Instant::now() + worker.lease;
     let mut outage = Outage::default();
     loop {
@@ -342,7 +353,7 @@ async fn settle(worker: &Worker, key: &str, end: &End, entry: Option<&Arc<Entry>
             End::Complete => None,
             End::Failed(r) => Some(Some(r.clone())),
             End::Release => Some(None),
-            End::Lost => return true,
+            End::Lost => return Told::Lost,
         };
         let r = off(move || {
             if let Some(e) = &entry2 {
@@ -358,9 +369,9 @@ async fn settle(worker: &Worker, key: &str, end: &End, entry: Option<&Arc<Entry>
         match r {
             Ok(held) => {
                 outage.ok();
-                return held;
+                return if held { Told::Held } else { Told::Lost };
             }
-            Err(_) if entry.is_some_and(|e| e.state().lost) => return false,
+            Err(_) if entry.is_some_and(|e| e.state().lost) => return Told::Lost,
             Err(e) => {
                 let wait = outage.failed(&e);
                 if Instant::now() + wait > deadline {
@@ -368,7 +379,7 @@ async fn settle(worker: &Worker, key: &str, end: &End, entry: Option<&Arc<Entry>
                         key,
                         "the ledger could not be told how the file ended: its lease runs out, and the next worker finds it on the server"
                     );
-                    return false;
+                    return Told::Unknown;
                 }
                 tokio::time::sleep(wait).await;
             }
@@ -455,8 +466,11 @@ async fn claimed(
             _ => End::Failed(report.error.clone().unwrap_or_else(|| "failed".into())),
         }
     };
-    let held_it = settle(&worker, &key, &end, Some(&entry)).await;
-    if matches!(end, End::Lost) || (matches!(end, End::Complete) && !held_it) {
+    let told = settle(&worker, &key, &end, Some(&entry)).await;
+    // The ledger is the judge: a file it no longer gives this worker is another's,
+    // however its upload ended here (a paused worker's append is refused once the new
+    // owner moved the offset).
+    if told == Told::Lost {
         // Another worker continues it from the server's offset: not this one's to
         // count, neither done nor failed.
         report.status = "unfinished";

@@ -89,10 +89,7 @@ type Opened = Result<(Box<dyn UrlStore>, String), std::path::PathBuf>;
 /// The store the config names (`store.kind`, `store.path`, `store.wait`, `store.url`)
 /// unless `--store PATH` is given, and where it is, for people; or the path of a redb
 /// file that does not exist. The config is checked as every command checks it.
-fn open(
-    config: Option<&std::path::Path>,
-    store: &StoreArgs,
-) -> Result<Opened, Failure> {
+fn open(config: Option<&std::path::Path>, store: &StoreArgs) -> Result<Opened, Failure> {
     let loaded = crate::config::load(config, json!({}))?;
     let c = &loaded.config.store;
     if store.path.is_none() && c.kind == crate::config::StoreKind::Postgres {

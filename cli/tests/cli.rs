@@ -387,7 +387,7 @@ fn config_messages_name_the_flag_or_key_the_user_wrote() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(
             err.contains(
-                "unknown value `redbb`: expected one of redb, memory, none for key `store.kind` in"
+                "unknown value `redbb`: expected one of redb, memory, postgres, none for key `store.kind` in"
             ),
             "{args:?}: {err}"
         );

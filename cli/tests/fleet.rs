@@ -470,6 +470,16 @@ fn wrong_input_is_one_clear_line() {
     let t = status(d, &url, "m");
     assert_eq!((&t["pending"], &t["failed"]), (&1.into(), &0.into()), "{t}");
 
+    // The password from PGPASSWORD, as libpq takes it: in no command line.
+    let bare = url.replacen(&format!(":{}@", pg::PASSWORD), "@", 1);
+    assert!(!bare.contains(pg::PASSWORD));
+    let out = tusflow(d)
+        .env("PGPASSWORD", pg::PASSWORD)
+        .args(["ledger", "status", "--ledger", &bare, "--name", "m"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
     // Partial uploads are for one machine.
     let out = batch(&["--ledger", &url, "--name", "m", "--parallel", "4", "a"]);
     assert_eq!(out.status.code(), Some(2));

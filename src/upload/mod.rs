@@ -94,6 +94,10 @@ pub struct Uploader {
     resume: Resume,
     /// The source's fingerprint, once opened (None: not stored).
     fingerprint: Option<String>,
+    /// The store's records of the source, looked up when it was opened, until used.
+    found: Option<Vec<UploadRecord>>,
+    /// The record of this upload as last written or resumed.
+    written: Option<UploadRecord>,
 }
 
 impl fmt::Debug for Uploader {
@@ -125,6 +129,8 @@ impl Uploader {
             abort: Arc::new(watch::channel(None).0),
             resume: client.resume().clone(),
             fingerprint: None,
+            found: None,
+            written: None,
             client,
         }
     }
@@ -158,7 +164,9 @@ impl Uploader {
 
     /// Forget every stored upload of this source, so the next upload starts anew.
     pub async fn forget_previous_uploads(&mut self) -> Result<()> {
-        for r in self.previous_uploads().await? {
+        let previous = self.previous_uploads().await?;
+        self.found = None;
+        for r in previous {
             if let Some(store) = self.resume.store.clone() {
                 self.forget(&store, &r.fingerprint, &r.url).await?;
             }
@@ -169,6 +177,9 @@ impl Uploader {
     /// The stored uploads of this source, most recent first.
     pub async fn previous_uploads(&mut self) -> Result<Vec<UploadRecord>> {
         self.open().await?;
+        if let Some(found) = &self.found {
+            return Ok(found.clone());
+        }
         match (&self.resume.store, &self.fingerprint) {
             (Some(store), Some(fp)) => {
                 let (store, fp) = (Arc::clone(store), fp.clone());

@@ -31,24 +31,17 @@ impl Uploader {
         ) else {
             return Ok(None);
         };
-        let source = self.source.name();
-        let endpoint = self.client.endpoint().map(protocol::endpoint_key);
-        let records = {
-            let (store, fp) = (Arc::clone(&store), fp.clone());
-            blocking(move || {
-                // The same path to the same endpoint under another fingerprint: the
-                // file changed since, and that upload can never be continued.
-                if let Some(source) = &source {
-                    for r in store.find_by_source(endpoint.as_deref(), source)? {
-                        if r.fingerprint != fp {
-                            tracing::info!(url = %shown_url(&r.url), "dropping the stored upload of an earlier version of the file");
-                            store.remove(&r.fingerprint, &r.url)?;
-                        }
-                    }
-                }
-                store.find(&fp)
-            })
-            .await?
+        // Found when the source was opened (one trip off the runtime for both).
+        let records = match self.found.take() {
+            Some(r) => r,
+            None => {
+                let (source, endpoint) = self.lookup_keys();
+                let (store, fp) = (Arc::clone(&store), fp.clone());
+                blocking(move || {
+                    lookup(store.as_ref(), &fp, source.as_deref(), endpoint.as_deref())
+                })
+                .await?
+            }
         };
         let now = crate::core::store::unix_now();
         for rec in records {
@@ -68,7 +61,12 @@ impl Uploader {
                     .map(Stored::Parallel)
             };
             match found {
-                Ok(found) => return Ok(Some(found)),
+                Ok(found) => {
+                    if matches!(found, Stored::Single(..)) {
+                        self.written = Some(rec);
+                    }
+                    return Ok(Some(found));
+                }
                 Err(why) => {
                     stale(why);
                     self.forget(&store, &fp, &rec.url).await?;
@@ -107,6 +105,14 @@ impl Uploader {
         Ok(Err(why))
     }
 
+    /// The source's name and the endpoint's key, as records hold them.
+    pub(super) fn lookup_keys(&self) -> (Option<String>, Option<String>) {
+        (
+            self.source.name(),
+            self.client.endpoint().map(protocol::endpoint_key),
+        )
+    }
+
     pub(super) async fn forget(
         &mut self,
         store: &Arc<dyn UrlStore>,
@@ -140,22 +146,53 @@ impl Uploader {
         let (Some(store), Some(fp)) = (self.resume.store.clone(), self.fingerprint.clone()) else {
             return Ok(());
         };
-        let fresh = self.record(&fp, url.as_str());
+        let mut rec = self.record(&fp, url.as_str());
         let expires = unix_secs(expires);
-        blocking(move || {
-            let mut rec = fresh;
-            if !created && let Some(old) = store.find(&fp)?.into_iter().find(|r| r.url == rec.url) {
-                rec.created = old.created;
-                rec.expires = old.expires;
-                rec.partial_urls = old.partial_urls;
-            }
-            rec.offset = Some(offset);
-            if expires.is_some() {
-                rec.expires = expires;
-            }
-            store.add(&rec)
-        })
-        .await?;
+        // What the record as written before holds that this one keeps (its creation
+        // time, expiry, partial uploads): known here when this uploader wrote or
+        // resumed it, else read from the store.
+        let base = self.written.take().filter(|r| !created && r.url == rec.url);
+        let known = base.is_some() || created;
+        if let Some(old) = base {
+            rec.created = old.created;
+            rec.expires = old.expires;
+            rec.partial_urls = old.partial_urls;
+        }
+        rec.offset = Some(offset);
+        if expires.is_some() {
+            rec.expires = expires;
+        }
+        if known && !created && store.queues_updates() {
+            store.update(&rec)?;
+        } else {
+            let written = rec.clone();
+            let store = Arc::clone(&store);
+            rec = blocking(move || {
+                let mut rec = written;
+                if !known
+                    && let Some(old) = store
+                        .find(&rec.fingerprint)?
+                        .into_iter()
+                        .find(|r| r.url == rec.url)
+                {
+                    rec.created = old.created;
+                    rec.partial_urls = old.partial_urls;
+                    if rec.expires.is_none() {
+                        rec.expires = old.expires;
+                    }
+                }
+                // The first record of an upload is what a crash must not lose; later
+                // ones only move the offset, which the server knows.
+                if created {
+                    store.add(&rec)?;
+                } else {
+                    store.update(&rec)?;
+                }
+                Ok(rec)
+            })
+            .await?;
+        }
+        self.written = Some(rec);
         self.stored = true;
         Ok(())
     }
@@ -188,6 +225,26 @@ impl Uploader {
         self.stored = false;
         self.forget(&store, &fp, &key).await
     }
+}
+
+/// The records of `fp` in `store`, after dropping those of an earlier version of the
+/// same source (the same path to the same endpoint under another fingerprint: the
+/// file changed since, and that upload can never be continued).
+pub(super) fn lookup(
+    store: &dyn UrlStore,
+    fp: &str,
+    source: Option<&str>,
+    endpoint: Option<&str>,
+) -> Result<Vec<UploadRecord>> {
+    if let Some(source) = source {
+        for r in store.find_by_source(endpoint, source)? {
+            if r.fingerprint != fp {
+                tracing::info!(url = %shown_url(&r.url), "dropping the stored upload of an earlier version of the file");
+                store.remove(&r.fingerprint, &r.url)?;
+            }
+        }
+    }
+    store.find(fp)
 }
 
 pub(super) fn unix_secs(t: Option<std::time::SystemTime>) -> Option<u64> {

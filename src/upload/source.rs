@@ -310,8 +310,25 @@ impl Uploader {
                 (Random::Memory(b), _) => SourceInfo::bytes(b.clone(), endpoint),
                 (Random::File(_), _) => unreachable!("files come from paths"),
             };
-            let fp = Arc::clone(fp);
-            self.fingerprint = blocking(move || fp.fingerprint(&info)).await?;
+            let (f, store) = (Arc::clone(fp), self.resume.store.clone());
+            let (source, endpoint) = self.lookup_keys();
+            // The stored records are looked up in the same trip off the runtime.
+            let (fp, found) = blocking(move || {
+                let fp = f.fingerprint(&info)?;
+                let found = match (&fp, &store) {
+                    (Some(fp), Some(store)) => Some(super::resume::lookup(
+                        store.as_ref(),
+                        fp,
+                        source.as_deref(),
+                        endpoint.as_deref(),
+                    )?),
+                    _ => None,
+                };
+                Ok((fp, found))
+            })
+            .await?;
+            self.fingerprint = fp;
+            self.found = found;
         }
         self.opened = Some(opened);
         Ok(len)

@@ -79,6 +79,21 @@ pub trait UrlStore: Send + Sync + 'static {
     /// Add a record, or replace the one with the same fingerprint and URL.
     fn add(&self, record: &UploadRecord) -> Result<()>;
 
+    /// Update a record the store has (a new offset, an upload complete). Unlike
+    /// [`UrlStore::add`], this may be kept lazily: a crash may lose it, since the
+    /// server's offset is the truth and the record as first added still names the
+    /// upload. The default adds it.
+    fn update(&self, record: &UploadRecord) -> Result<()> {
+        self.add(record)
+    }
+
+    /// True when [`UrlStore::update`] only queues the change and returns at once (it
+    /// neither blocks nor does I/O): the upload driver then calls it on the async
+    /// runtime, without a trip to a blocking thread per upload. Default: false.
+    fn queues_updates(&self) -> bool {
+        false
+    }
+
     /// Remove the record of `fingerprint` and `url`; true when there was one.
     fn remove(&self, fingerprint: &str, url: &str) -> Result<bool>;
 

@@ -71,16 +71,24 @@ pub(crate) struct Db {
 
 impl Db {
     /// Connect to `url` (a `postgres://` URL or a `key=value` string; `sslrootcert`
-    /// names a PEM of CAs to trust besides the platform's).
+    /// names a PEM of CAs to trust besides the platform's; without a password in it,
+    /// `PGPASSWORD` is used when set).
     pub(crate) fn connect(url: &str, what: &'static str) -> Result<Self> {
         let shown = shown(url);
         let (url, rootcert) = take_sslrootcert(url);
-        let config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
             Error::config(format!(
                 "the {what} URL is not a PostgreSQL connection string: {}",
                 first_line(&e)
             ))
         })?;
+        // As libpq: a password not in the URL may come from PGPASSWORD, so that it is
+        // in no command line.
+        if config.get_password().is_none()
+            && let Some(pw) = std::env::var_os("PGPASSWORD")
+        {
+            config.password(pw.as_encoded_bytes());
+        }
         let mut roots = Vec::new();
         if let Some(path) = rootcert {
             roots.push(

@@ -1,9 +1,13 @@
 //! The embedded default URL store of tusflow, on [redb](https://docs.rs/redb).
 //!
 //! One file holds a table `uploads_v1`: key `fingerprint \0 url`, value the
-//! [`UploadRecord`] as JSON. Every change is committed (fsync) before the call returns,
-//! so a process killed at any moment leaves the file as of the last committed change;
-//! changes made at the same moment by several uploads share one transaction.
+//! [`UploadRecord`] as JSON. Every new record and every removal is committed (fsync)
+//! before the call returns, so a process killed at any moment leaves the file as of
+//! the last committed change; changes made at the same moment by several uploads
+//! share one transaction. An [`UrlStore::update`] (an offset that moved, an upload
+//! complete) is queued in memory, read back by this process at once, and committed
+//! with the next change or when the store is dropped: a crash may lose it, and the
+//! server's offset is the truth.
 //!
 //! Several processes (two `tusflow upload` at once) share the file: redb locks it while
 //! it is open, so a process holds it only while it works: it is closed after 100 ms
@@ -71,12 +75,21 @@ pub struct RedbStore {
     /// Changes waiting for a commit: concurrent changes share one (group commit).
     queue: Mutex<Queue>,
     committed: Condvar,
+    /// Updates not committed yet, by key (committed with the next change, or on drop).
+    lazy: Mutex<HashMap<String, UploadRecord>>,
 }
+
+/// The id of a queued update in a commit: nobody waits for its result.
+const QUEUED: u64 = u64::MAX;
 
 /// A change to the store.
 enum Change {
-    Add(UploadRecord),
-    Remove { fingerprint: String, url: String },
+    /// A record, and whether it may be committed lazily (an update).
+    Add(UploadRecord, bool),
+    Remove {
+        fingerprint: String,
+        url: String,
+    },
 }
 
 #[derive(Default)]
@@ -146,7 +159,7 @@ impl RedbStore {
         let store = RedbStore::unopened(path, wait);
         // Open it and create the tables up front: errors show now, and readers never
         // find a table missing.
-        store.write(|_, _| Ok(()))?;
+        store.write(true, |_, _| Ok(()))?;
         Ok(store)
     }
 
@@ -157,6 +170,7 @@ impl RedbStore {
             held: Arc::new(Mutex::new(None)),
             queue: Mutex::new(Queue::default()),
             committed: Condvar::new(),
+            lazy: Mutex::new(HashMap::new()),
         };
         // Close the file once it is idle; the thread ends with the store.
         let weak: Weak<Mutex<Option<Held>>> = Arc::downgrade(&store.held);
@@ -239,10 +253,16 @@ impl RedbStore {
 
     fn write(
         &self,
+        durable: bool,
         f: impl FnOnce(&mut redb::Table<'_, &str, &[u8]>, &mut redb::Table<'_, &str, ()>) -> Result<()>,
     ) -> Result<()> {
         self.with_db(|db| {
-            let txn = db.begin_write().map_err(|e| self.err(e))?;
+            let mut txn = db.begin_write().map_err(|e| self.err(e))?;
+            if !durable {
+                // Made durable by the next durable commit, or when the file closes.
+                txn.set_durability(redb::Durability::None)
+                    .map_err(|e| self.err(e))?;
+            }
             {
                 let mut table = txn.open_table(UPLOADS).map_err(|e| self.err(e))?;
                 let mut index = txn.open_table(BY_SOURCE).map_err(|e| self.err(e))?;
@@ -270,23 +290,44 @@ impl RedbStore {
                 continue;
             }
             q.committing = true;
-            let batch = std::mem::take(&mut q.pending);
+            let mut batch = std::mem::take(&mut q.pending);
             drop(q);
+            // Queued updates go with it (before it: a removal in it wins).
+            let queued: Vec<(u64, Change)> = self
+                .lazy()
+                .drain()
+                .map(|(_, r)| (QUEUED, Change::Add(r, true)))
+                .collect();
+            batch.splice(0..0, queued);
             let results = self.commit(batch);
             q = lock();
             q.committing = false;
-            q.done.extend(results);
+            q.done
+                .extend(results.into_iter().filter(|(id, _)| *id != QUEUED));
             self.committed.notify_all();
         }
     }
 
     /// One transaction for `batch`; each change's result (all fail if it fails).
     fn commit(&self, batch: Vec<(u64, Change)>) -> Vec<(u64, Result<bool>)> {
+        // Durable unless every change is an update: a new record (an upload's URL) or
+        // a removal is on disk before its caller goes on.
+        let durable = batch
+            .iter()
+            .any(|(_, c)| !matches!(c, Change::Add(_, true)));
+        self.commit_as(batch, durable)
+    }
+
+    fn commit_durably(&self, batch: Vec<(u64, Change)>) -> Vec<(u64, Result<bool>)> {
+        self.commit_as(batch, true)
+    }
+
+    fn commit_as(&self, batch: Vec<(u64, Change)>, durable: bool) -> Vec<(u64, Result<bool>)> {
         let mut found = Vec::with_capacity(batch.len());
-        let outcome = self.write(|t, index| {
+        let outcome = self.write(durable, |t, index| {
             for (id, change) in &batch {
                 let (k, value) = match change {
-                    Change::Add(r) => (
+                    Change::Add(r, _) => (
                         key(&r.fingerprint, &r.url),
                         Some(serde_json::to_vec(r).expect("a record serializes")),
                     ),
@@ -299,13 +340,19 @@ impl RedbStore {
                 .map_err(|e| self.err(e))?;
                 found.push((*id, old.is_some()));
                 let old = old.and_then(|v| serde_json::from_slice::<UploadRecord>(v.value()).ok());
-                if let Some(ik) = old.as_ref().and_then(index_key) {
-                    index.remove(ik.as_str()).map_err(|e| self.err(e))?;
-                }
-                if let Change::Add(r) = change
-                    && let Some(ik) = index_key(r)
-                {
-                    index.insert(ik.as_str(), ()).map_err(|e| self.err(e))?;
+                let old_key = old.as_ref().and_then(index_key);
+                let new_key = match change {
+                    Change::Add(r, _) => index_key(r),
+                    Change::Remove { .. } => None,
+                };
+                // (An update of the same source keeps its index entry as it is.)
+                if old_key != new_key {
+                    if let Some(ik) = old_key {
+                        index.remove(ik.as_str()).map_err(|e| self.err(e))?;
+                    }
+                    if let Some(ik) = new_key {
+                        index.insert(ik.as_str(), ()).map_err(|e| self.err(e))?;
+                    }
                 }
             }
             Ok(())
@@ -314,6 +361,33 @@ impl RedbStore {
             Ok(()) => found.into_iter().map(|(id, f)| (id, Ok(f))).collect(),
             Err(e) => batch.iter().map(|(id, _)| (*id, Err(e.clone()))).collect(),
         }
+    }
+
+    fn lazy(&self) -> std::sync::MutexGuard<'_, HashMap<String, UploadRecord>> {
+        self.lazy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `out` with the queued updates that `keep` selects in place of what the file
+    /// holds, newest first.
+    fn overlay(
+        &self,
+        mut out: Vec<UploadRecord>,
+        keep: impl Fn(&UploadRecord) -> bool,
+    ) -> Vec<UploadRecord> {
+        let lazy = self.lazy();
+        if lazy.is_empty() {
+            return out;
+        }
+        for r in lazy.values().filter(|r| keep(r)) {
+            match out
+                .iter_mut()
+                .find(|o| o.fingerprint == r.fingerprint && o.url == r.url)
+            {
+                Some(o) => *o = r.clone(),
+                None => out.push(r.clone()),
+            }
+        }
+        newest_first(out)
     }
 
     fn decode(&self, key: &str, value: &[u8]) -> Result<UploadRecord> {
@@ -434,6 +508,21 @@ fn store_error(path: &Path, e: redb::Error) -> Error {
     }
 }
 
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        let queued: Vec<(u64, Change)> = self
+            .lazy()
+            .drain()
+            .map(|(_, r)| (QUEUED, Change::Add(r, true)))
+            .collect();
+        if !queued.is_empty() {
+            // Durable: the file closes after it. (An update that cannot be written is
+            // lost as in a crash: the server's offset is the truth.)
+            let _ = self.commit_durably(queued);
+        }
+    }
+}
+
 impl UrlStore for RedbStore {
     fn find(&self, fingerprint: &str) -> Result<Vec<UploadRecord>> {
         // Keys start with the fingerprint: a range scan, not a scan of every record.
@@ -451,13 +540,36 @@ impl UrlStore for RedbStore {
             }
             Ok(newest_first(out))
         })
+        .map(|out| self.overlay(out, |r| r.fingerprint == fingerprint))
     }
 
     fn add(&self, record: &UploadRecord) -> Result<()> {
-        self.submit(Change::Add(record.clone())).map(drop)
+        self.submit(Change::Add(record.clone(), false)).map(drop)
+    }
+
+    /// Queued: read back at once, committed with the next change or on drop. A crash
+    /// may lose it, never the record as first added.
+    fn update(&self, record: &UploadRecord) -> Result<()> {
+        self.lazy()
+            .insert(key(&record.fingerprint, &record.url), record.clone());
+        Ok(())
+    }
+
+    fn queues_updates(&self) -> bool {
+        true
     }
 
     fn remove(&self, fingerprint: &str, url: &str) -> Result<bool> {
+        // (A queued update of it must not bring it back.)
+        let queued = self.lazy().remove(&key(fingerprint, url)).is_some();
+        if queued {
+            // It may exist only in the queue: removed either way.
+            let _ = self.submit(Change::Remove {
+                fingerprint: fingerprint.to_owned(),
+                url: url.to_owned(),
+            })?;
+            return Ok(true);
+        }
         self.submit(Change::Remove {
             fingerprint: fingerprint.to_owned(),
             url: url.to_owned(),
@@ -484,10 +596,15 @@ impl UrlStore for RedbStore {
             }
             Ok(newest_first(out))
         })
+        .map(|out| {
+            self.overlay(out, |r| {
+                r.source.as_deref() == Some(source) && r.endpoint.as_deref() == endpoint
+            })
+        })
     }
 
     fn list(&self) -> Result<Vec<UploadRecord>> {
-        self.read_all()
+        self.read_all().map(|out| self.overlay(out, |_| true))
     }
 
     fn location(&self) -> String {
@@ -496,177 +613,4 @@ impl UrlStore for RedbStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/uploads.redb");
-        {
-            let s = RedbStore::open(&path).unwrap();
-            let mut r = UploadRecord::new("fp1", "http://h/files/a");
-            r.length = Some(10);
-            r.offset = Some(4);
-            s.add(&r).unwrap();
-            s.add(&UploadRecord::new("fp2", "http://h/files/b"))
-                .unwrap();
-            r.offset = Some(8);
-            s.add(&r).unwrap();
-        }
-        let s = RedbStore::open(&path).unwrap();
-        let found = s.find("fp1").unwrap();
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].offset, Some(8));
-        assert_eq!(s.list().unwrap().len(), 2);
-        let mut by_src = UploadRecord::new("fp3", "http://h/files/c");
-        by_src.source = Some("/data/x.bin".into());
-        by_src.endpoint = Some("http://h/files/".into());
-        s.add(&by_src).unwrap();
-        let found = s
-            .find_by_source(Some("http://h/files/"), "/data/x.bin")
-            .unwrap();
-        assert_eq!(found.len(), 1);
-        assert!(
-            s.find_by_source(Some("http://other/"), "/data/x.bin")
-                .unwrap()
-                .is_empty()
-        );
-        assert!(
-            s.find_by_source(Some("http://h/files/"), "/data/x.bi")
-                .unwrap()
-                .is_empty()
-        );
-        assert!(s.remove("fp3", "http://h/files/c").unwrap());
-        assert!(
-            s.find_by_source(Some("http://h/files/"), "/data/x.bin")
-                .unwrap()
-                .is_empty()
-        );
-        assert!(s.remove("fp1", "http://h/files/a").unwrap());
-        assert_eq!(s.remove_url("http://h/files/b").unwrap(), 1);
-        assert!(s.list().unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_store_is_created_whole_and_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("u.redb");
-        let s = RedbStore::open(&path).unwrap();
-        s.add(&UploadRecord::new("fp", "http://h/1")).unwrap();
-        assert_eq!(s.list().unwrap().len(), 1);
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert_eq!(names, ["u.redb"], "no temporary file is left");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
-        }
-    }
-
-    #[test]
-    fn what_is_not_a_store_file_is_refused_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("empty");
-        std::fs::write(&empty, b"").unwrap();
-        let sub = dir.path().join("sub");
-        std::fs::create_dir(&sub).unwrap();
-        let mut cases = vec![
-            (empty.clone(), "an empty file"),
-            (sub.clone(), "a directory"),
-        ];
-        #[cfg(unix)]
-        {
-            let fifo = dir.path().join("fifo");
-            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-            if made.is_ok_and(|s| s.success()) {
-                cases.push((fifo, "not a regular file"));
-            }
-        }
-        for (path, what) in cases {
-            let e = RedbStore::open(&path).unwrap_err();
-            let msg = e.to_string();
-            assert!(e.is_invalid(), "{msg}");
-            assert!(
-                msg.contains(&path.display().to_string()) && msg.contains(what),
-                "{msg}"
-            );
-            assert!(
-                std::fs::symlink_metadata(&path).is_ok(),
-                "{} was removed",
-                path.display()
-            );
-        }
-        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
-    }
-
-    #[test]
-    fn concurrent_changes_all_land() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(RedbStore::open(dir.path().join("u.redb")).unwrap());
-        let threads: Vec<_> = (0..8)
-            .map(|t| {
-                let store = Arc::clone(&store);
-                std::thread::spawn(move || {
-                    for i in 0..50 {
-                        let mut r = UploadRecord::new(format!("fp{t}"), format!("http://h/{i}"));
-                        r.source = Some(format!("s{t}"));
-                        store.add(&r).unwrap();
-                        if i % 2 == 1 {
-                            assert!(
-                                store
-                                    .remove(&format!("fp{t}"), &format!("http://h/{i}"))
-                                    .unwrap()
-                            );
-                            assert!(
-                                !store
-                                    .remove(&format!("fp{t}"), &format!("http://h/{i}"))
-                                    .unwrap()
-                            );
-                        }
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        store.release();
-        let reopened = RedbStore::open(dir.path().join("u.redb")).unwrap();
-        assert_eq!(reopened.list().unwrap().len(), 8 * 25);
-        assert_eq!(reopened.find_by_source(None, "s3").unwrap().len(), 25);
-    }
-
-    #[test]
-    fn stores_share_the_file_and_a_long_lock_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("uploads.redb");
-        let a = RedbStore::open(&path).unwrap();
-        let b = RedbStore::open(&path).unwrap();
-        a.add(&UploadRecord::new("fp", "http://h/files/1")).unwrap();
-        // b waits until a lets go (idle).
-        assert_eq!(b.find("fp").unwrap().len(), 1);
-        a.release();
-        b.release();
-
-        // Someone holds the file open: a short wait, then an error naming it.
-        let held = Database::create(&path).unwrap();
-        let c = RedbStore::unopened(path.clone(), Duration::from_millis(100));
-        let e = c.list().unwrap_err().to_string();
-        assert!(
-            e.contains("stayed in use by another process") && e.contains("uploads.redb"),
-            "{e}"
-        );
-        drop(held);
-        assert_eq!(c.list().unwrap().len(), 1);
-
-        let junk = dir.path().join("junk.redb");
-        std::fs::write(&junk, vec![0x5a; 10_000]).unwrap();
-        let e = RedbStore::open(&junk).unwrap_err().to_string();
-        assert!(e.contains("junk.redb"), "{e}");
-    }
-}
+mod tests;
