@@ -13,7 +13,10 @@ use tusflow_core::{Error, Result};
 const SCHEMA_LOCK: i64 = 0x0074_7573_666c_6f77; // "tusflow"
 
 /// Every table and index of the current version, each created when missing: version
-/// 1 is `tusflow_files` (the ledger), version 2 adds `tusflow_uploads` (the URL store).
+/// 1 is `tusflow_files` (the ledger), version 2 adds `tusflow_uploads` (the URL store)
+/// and the index of claimable files in key order, in place of version 1's index by
+/// state (a claim then never walks the files done, whatever the planner's statistics
+/// say of a table that grew since they were taken).
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS tusflow_files (
         batch TEXT NOT NULL,
@@ -31,7 +34,9 @@ const SCHEMA: &str = "
         updated TIMESTAMPTZ NOT NULL DEFAULT now(),
         PRIMARY KEY (batch, key)
     );
-    CREATE INDEX IF NOT EXISTS tusflow_files_state ON tusflow_files (batch, state);
+    DROP INDEX IF EXISTS tusflow_files_state;
+    CREATE INDEX IF NOT EXISTS tusflow_files_claimable ON tusflow_files (batch, key)
+        WHERE state IN ('pending', 'active');
     CREATE TABLE IF NOT EXISTS tusflow_uploads (
         fingerprint TEXT NOT NULL,
         url TEXT NOT NULL,

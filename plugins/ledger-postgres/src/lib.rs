@@ -98,25 +98,29 @@ impl Ledger for PgLedger {
             let keys: Vec<&str> = chunk.iter().map(|e| e.key.as_str()).collect();
             let sizes: Vec<i64> = chunk.iter().map(|e| to_i64(e.size)).collect();
             let fps: Vec<Option<&str>> = chunk.iter().map(|e| e.fingerprint.as_deref()).collect();
-            let (n, clash) = self.with(|c| {
-                let n = c.execute(
-                    "INSERT INTO tusflow_files (batch, key, size, fingerprint)
-                     SELECT $1, k, s, f FROM unnest($2::text[], $3::bigint[], $4::text[]) AS t(k, s, f)
-                     ON CONFLICT (batch, key) DO NOTHING",
+            // One statement: new keys go in; a key the batch has with another size
+            // comes back (as not inserted: `xmax` is 0 only for a new row), and
+            // nothing of it changes.
+            let rows = self.with(|c| {
+                c.query(
+                    "INSERT INTO tusflow_files AS f (batch, key, size, fingerprint)
+                     SELECT $1, k, s, fp FROM unnest($2::text[], $3::bigint[], $4::text[]) AS t(k, s, fp)
+                     ON CONFLICT (batch, key) DO UPDATE SET size = f.size
+                         WHERE f.size <> EXCLUDED.size
+                     RETURNING f.key, f.size, (f.xmax = 0) AS inserted",
                     &[&self.batch, &keys, &sizes, &fps],
-                )?;
-                // A key the batch has with another size: another file.
-                let clash = c.query_opt(
-                    "SELECT t.k, f.size, t.s FROM unnest($2::text[], $3::bigint[]) AS t(k, s)
-                     JOIN tusflow_files f ON f.batch = $1 AND f.key = t.k
-                     WHERE f.size <> t.s LIMIT 1",
-                    &[&self.batch, &keys, &sizes],
-                )?;
-                Ok((n, clash))
+                )
             })?;
-            if let Some(r) = clash {
-                let size = |i| u64::try_from(r.get::<_, i64>(i)).unwrap_or(0);
-                return Err(tusflow_core::ledger::conflict(r.get(0), size(1), size(2)));
+            let mut n = 0;
+            for r in &rows {
+                if r.get::<_, bool>(2) {
+                    n += 1;
+                    continue;
+                }
+                let key: String = r.get(0);
+                let theirs = u64::try_from(r.get::<_, i64>(1)).unwrap_or(0);
+                let ours = chunk.iter().find(|e| e.key == key).map_or(0, |e| e.size);
+                return Err(tusflow_core::ledger::conflict(&key, theirs, ours));
             }
             added += n;
         }
@@ -132,10 +136,12 @@ impl Ledger for PgLedger {
             c.query(
                 // (A CTE: evaluated once. A LIMIT in an UPDATE's FROM subquery may
                 // be run again per row, and claim more than asked.)
+                // (The claimable index in key order, and the rows locked by their
+                // ctid: a plan that holds however stale the statistics are.)
                 "WITH free AS (
-                     SELECT key FROM tusflow_files
-                     WHERE batch = $1
-                       AND (state = 'pending' OR (state = 'active' AND lease_until < now()))
+                     SELECT ctid FROM tusflow_files
+                     WHERE batch = $1 AND state IN ('pending', 'active')
+                       AND (state = 'pending' OR lease_until < now())
                      ORDER BY key
                      LIMIT $4
                      FOR UPDATE SKIP LOCKED
@@ -145,7 +151,7 @@ impl Ledger for PgLedger {
                      lease_until = now() + make_interval(secs => $3),
                      attempts = f.attempts + 1, updated = now()
                  FROM free
-                 WHERE f.batch = $1 AND f.key = free.key
+                 WHERE f.ctid = free.ctid
                  RETURNING f.key, f.size, f.url, f.acked, f.attempts",
                 &[&self.batch, &owner, &secs(lease), &limit],
             )
