@@ -128,7 +128,41 @@ pub type OnStart =
 
 /// The abort handles of the uploads in flight, by job number: a stop aborts them so
 /// each reports where it stopped (its URL, the bytes acknowledged).
-pub(crate) type Handles = Arc<std::sync::Mutex<HashMap<u64, crate::AbortHandle>>>;
+pub(crate) type Handles = Arc<std::sync::Mutex<Inflight>>;
+
+/// The uploads in flight, and whether the batch is stopping.
+#[derive(Default)]
+pub(crate) struct Inflight {
+    stopping: bool,
+    uploads: HashMap<u64, crate::AbortHandle>,
+}
+
+impl Inflight {
+    /// Register upload `n`; aborted at once when the batch is stopping (a task that
+    /// was still opening its file when the stop came).
+    pub(crate) fn insert(&mut self, n: u64, h: crate::AbortHandle) {
+        if self.stopping {
+            h.abort();
+        }
+        self.uploads.insert(n, h);
+    }
+
+    pub(crate) fn remove(&mut self, n: u64) {
+        self.uploads.remove(&n);
+    }
+
+    pub(crate) fn get(&self, n: u64) -> Option<&crate::AbortHandle> {
+        self.uploads.get(&n)
+    }
+
+    /// Abort every upload in flight, and those registered from now on.
+    pub(crate) fn stop(&mut self) {
+        self.stopping = true;
+        for h in self.uploads.values() {
+            h.abort();
+        }
+    }
+}
 
 /// Where an upload of a batch keeps its URL instead of the client's store: a shared
 /// batch's ledger entry, with a fingerprinter that costs nothing.
@@ -208,10 +242,7 @@ pub(crate) async fn one(
         .await;
         report.attempts = 1 + retries;
         report.url = up.upload_url().map(|u| u.as_str().to_owned());
-        registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&n);
+        registry.lock().unwrap_or_else(|p| p.into_inner()).remove(n);
         if done.as_ref().is_err_and(Error::is_cancelled) {
             // Stopped by the batch: resumable, at what the server acknowledged.
             report.status = "unfinished";
@@ -396,9 +427,7 @@ where
         // Uploads that ended before the abort still count; the others stop, resumable:
         // aborted first, so each says where it stopped, and after a moment (a store
         // write, a file still being fingerprinted) cut off.
-        for h in handles.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            h.abort();
-        }
+        handles.lock().unwrap_or_else(|p| p.into_inner()).stop();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
         while let Ok(Some(next)) = tokio::time::timeout_at(deadline, set.join_next_with_id()).await
         {

@@ -306,7 +306,7 @@ async fn heartbeats(worker: Worker, held: Shared, handles: Handles) {
         for k in lost {
             tracing::info!(key = %k, "this worker's lease on the file ran out: another worker continues it");
             if let Some(n) = h.keys.get(&k)
-                && let Some(a) = handles.get(n)
+                && let Some(a) = handles.get(*n)
             {
                 a.abort();
             }
@@ -628,9 +628,7 @@ pub async fn run(
         }
     };
     if interrupted {
-        for h in handles.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            h.abort();
-        }
+        handles.lock().unwrap_or_else(|p| p.into_inner()).stop();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         while let Ok(Some(next)) = tokio::time::timeout_at(deadline, set.join_next_with_id()).await
         {

@@ -10,6 +10,9 @@ use tusflow::ledger::postgres::PgLedger;
 
 use crate::{Failure, OK};
 
+/// The failed files `ledger status` shows, most recent first.
+const SHOW_FAILURES: usize = 10;
+
 /// Which ledger and batch (flags, else the config's `[ledger]`).
 #[derive(Args)]
 pub(crate) struct LedgerArgs {
@@ -109,8 +112,14 @@ pub(crate) async fn run(config: Option<&Path>, command: LedgerCommand) -> Result
         LedgerCommand::Status { ledger, json } => {
             let target = target(config, &ledger)?;
             let name = target.1.clone();
-            let (t, database) =
-                with_ledger(target, |l| Ok((l.totals()?, l.database().to_owned()))).await?;
+            let (t, database, failures) = with_ledger(target, |l| {
+                Ok((
+                    l.totals()?,
+                    l.database().to_owned(),
+                    l.failures(SHOW_FAILURES)?,
+                ))
+            })
+            .await?;
             if json {
                 println!(
                     "{}",
@@ -123,6 +132,10 @@ pub(crate) async fn run(config: Option<&Path>, command: LedgerCommand) -> Result
                         "failed": t.failed,
                         "bytes_total": t.bytes_total,
                         "bytes_done": t.bytes_done,
+                        "failures": failures
+                            .iter()
+                            .map(|(key, error)| json!({ "key": key, "error": error }))
+                            .collect::<Vec<_>>(),
                     })
                 );
             } else {
@@ -136,6 +149,19 @@ pub(crate) async fn run(config: Option<&Path>, command: LedgerCommand) -> Result
                     indicatif::HumanBytes(t.bytes_done),
                     indicatif::HumanBytes(t.bytes_total),
                 );
+                for (key, error) in &failures {
+                    println!(
+                        "  failed: {}: {}",
+                        crate::text::shown(key),
+                        crate::text::shown(error)
+                    );
+                }
+                if t.failed > failures.len() as u64 {
+                    println!("  ... and {} more", t.failed - failures.len() as u64);
+                }
+                if t.failed > 0 {
+                    println!("  (tusflow ledger retry-failed makes them pending again)");
+                }
             }
         }
         LedgerCommand::RetryFailed { ledger } => {

@@ -77,6 +77,12 @@ pub(crate) async fn batch(
             "--parallel is for one machine: a shared batch sends each file as one upload (the URLs of partial uploads are not in the ledger)".into(),
         ));
     }
+    if loaded.config.ledger.lease < std::time::Duration::from_secs(1) {
+        return Err(Failure::Usage(format!(
+            "invalid --lease {:?}: a lease is at least 1s (heartbeats go every third of it)",
+            loaded.config.ledger.lease
+        )));
+    }
     let target = crate::ledger::shared_target(&loaded.config.ledger)?;
     let name = target.1.clone();
     let ledger: Arc<dyn Ledger> = Arc::new(crate::ledger::connect(target).await?);

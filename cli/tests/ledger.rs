@@ -83,6 +83,13 @@ fn ledger_status_retry_failed_and_forget() {
         "{shown}"
     );
     assert!(!shown.contains(pg::PASSWORD) && !text(&out.stderr).contains(pg::PASSWORD));
+    // Why each failed file failed, and what to do.
+    assert!(
+        shown.contains(&format!("  failed: {}: server answered 500", got[1].key)),
+        "{shown}"
+    );
+    assert!(shown.contains("tusflow ledger retry-failed"), "{shown}");
+    assert_eq!(t["failures"][0]["error"], "server answered 500", "{t}");
 
     let out = tusflow(
         &[

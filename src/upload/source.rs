@@ -268,9 +268,29 @@ impl Uploader {
         }
         // A path is classified and, when it is a plain file, opened in one blocking step.
         let mut file = None;
+        // With a store, the file's fingerprint and its stored records are found in the
+        // same blocking step.
+        let mut recognised = None;
         if let SourceKind::Path(path) = &self.source.kind {
             let path = path.clone();
-            if let Kind::File(f) = classify(&path).await? {
+            let kind = match (&self.resume.store, &self.resume.fingerprinter) {
+                (Some(store), Some(f)) => {
+                    let (store, f) = (Arc::clone(store), Arc::clone(f));
+                    let endpoint = self.client.endpoint().map(|u| u.as_str().to_owned());
+                    let (source, key) = self.lookup_keys();
+                    let p = path.clone();
+                    let (kind, found) = super::special::classify_then(&path, move |file| {
+                        let len = file.metadata()?.len();
+                        let info = SourceInfo::file(p, Arc::clone(file), len, endpoint);
+                        recognise(store.as_ref(), f.as_ref(), &info, source, key)
+                    })
+                    .await?;
+                    recognised = found;
+                    kind
+                }
+                _ => classify(&path).await?,
+            };
+            if let Kind::File(f) = kind {
                 file = Some(f);
             }
             self.name_file(&path)?;
@@ -287,7 +307,7 @@ impl Uploader {
                     let meta = file.metadata()?;
                     let len = meta.len();
                     self.stamp = Some((len, meta.modified().ok()));
-                    Opened::Random(Random::File(Arc::new(file)), len)
+                    Opened::Random(Random::File(file), len)
                 }
             },
             SourceKind::Bytes(b) => Opened::Random(Random::Memory(b.clone()), b.len() as u64),
@@ -299,7 +319,10 @@ impl Uploader {
             }
         };
         let len = opened.len();
-        if let (Some(_), Some(fp), Opened::Random(src, n)) =
+        if let Some((fp, found)) = recognised {
+            self.fingerprint = fp;
+            self.found = found;
+        } else if let (Some(_), Some(fp), Opened::Random(src, n)) =
             (&self.resume.store, &self.resume.fingerprinter, &opened)
         {
             let endpoint = self.client.endpoint().map(|u| u.as_str().to_owned());
@@ -313,20 +336,10 @@ impl Uploader {
             let (f, store) = (Arc::clone(fp), self.resume.store.clone());
             let (source, endpoint) = self.lookup_keys();
             // The stored records are looked up in the same trip off the runtime.
-            let (fp, found) = blocking(move || {
-                let fp = f.fingerprint(&info)?;
-                let found = match (&fp, &store) {
-                    (Some(fp), Some(store)) => Some(super::resume::lookup(
-                        store.as_ref(),
-                        fp,
-                        source.as_deref(),
-                        endpoint.as_deref(),
-                    )?),
-                    _ => None,
-                };
-                Ok((fp, found))
-            })
-            .await?;
+            let store = store.expect("checked above");
+            let (fp, found) =
+                blocking(move || recognise(store.as_ref(), f.as_ref(), &info, source, endpoint))
+                    .await?;
             self.fingerprint = fp;
             self.found = found;
         }
@@ -399,4 +412,25 @@ impl Uploader {
             None => unreachable!("the source is opened first"),
         }
     }
+}
+
+/// The fingerprint of `info`, and the records `store` has of it.
+fn recognise(
+    store: &dyn UrlStore,
+    fingerprinter: &dyn crate::core::store::Fingerprinter,
+    info: &SourceInfo,
+    source: Option<String>,
+    endpoint_key: Option<String>,
+) -> Result<(Option<String>, Option<Vec<UploadRecord>>)> {
+    let fp = fingerprinter.fingerprint(info)?;
+    let found = match &fp {
+        Some(fp) => Some(super::resume::lookup(
+            store,
+            fp,
+            source.as_deref(),
+            endpoint_key.as_deref(),
+        )?),
+        None => None,
+    };
+    Ok((fp, found))
 }

@@ -12,7 +12,7 @@ use super::*;
 /// What a path given as a source is.
 pub(super) enum Kind {
     /// A regular file with bytes, or a truly empty one: opened.
-    File(FileSource),
+    File(Arc<FileSource>),
     /// Read it to its end: its length is not known in advance.
     Stream,
 }
@@ -21,19 +21,41 @@ pub(super) enum Kind {
 /// writer), and a plain file opened: a device or a directory is an error naming it.
 pub(super) async fn classify(path: &Path) -> Result<Kind> {
     let p = path.to_owned();
+    blocking(move || classify_now(&p)).await
+}
+
+/// [`classify`], then `then` on the plain file it opened, in one blocking step.
+pub(super) async fn classify_then<T: Send + 'static>(
+    path: &Path,
+    then: impl FnOnce(&Arc<FileSource>) -> Result<T> + Send + 'static,
+) -> Result<(Kind, Option<T>)> {
+    let p = path.to_owned();
     blocking(move || {
+        let kind = classify_now(&p)?;
+        let extra = match &kind {
+            Kind::File(f) => Some(then(f)?),
+            Kind::Stream => None,
+        };
+        Ok((kind, extra))
+    })
+    .await
+}
+
+fn classify_now(p: &Path) -> Result<Kind> {
+    let p = p.to_owned();
+    (move || {
         let meta = std::fs::metadata(&p).map_err(|e| Error::io(Some(&p), e))?;
         let ft = meta.file_type();
         if ft.is_file() {
             if meta.len() > 0 {
-                return Ok(Kind::File(FileSource::open(&p)?));
+                return Ok(Kind::File(Arc::new(FileSource::open(&p)?)));
             }
             // Empty by its size: `/proc` and `/sys` files say so and still have bytes.
             let mut f = std::fs::File::open(&p).map_err(|e| Error::io(Some(&p), e))?;
             let mut one = [0u8; 1];
             let n = f.read(&mut one).map_err(|e| Error::io(Some(&p), e))?;
             return if n == 0 {
-                Ok(Kind::File(FileSource::open(&p)?))
+                Ok(Kind::File(Arc::new(FileSource::open(&p)?)))
             } else {
                 Ok(Kind::Stream)
             };
@@ -57,8 +79,7 @@ pub(super) async fn classify(path: &Path) -> Result<Kind> {
         }
         // A FIFO or a socket: a stream.
         Ok(Kind::Stream)
-    })
-    .await
+    })()
 }
 
 /// A `std::fs::File` read on the blocking pool, as an `AsyncRead`: for the paths that

@@ -105,6 +105,12 @@ pub trait Ledger: Send + Sync + 'static {
     /// The batch's totals.
     fn totals(&self) -> Result<Totals>;
 
+    /// Up to `limit` failed files and why, most recent first.
+    fn failures(&self, limit: usize) -> Result<Vec<(String, String)>> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
+
     /// Make every failed file pending again; how many.
     fn retry_failed(&self) -> Result<u64>;
 
@@ -307,6 +313,16 @@ impl Ledger for MemoryLedger {
         Ok(t)
     }
 
+    fn failures(&self, limit: usize) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .rows()
+            .iter()
+            .filter(|(_, r)| r.state == State::Failed)
+            .take(limit)
+            .map(|(k, r)| (k.clone(), r.error.clone().unwrap_or_default()))
+            .collect())
+    }
+
     fn retry_failed(&self) -> Result<u64> {
         let mut n = 0;
         for r in self.rows().values_mut() {
@@ -369,6 +385,10 @@ mod tests {
         assert!(l.fail("w1", "a", "boom").unwrap());
         let t = l.totals().unwrap();
         assert_eq!((t.total, t.complete, t.failed, t.bytes_done), (2, 1, 1, 2));
+        assert_eq!(
+            l.failures(5).unwrap(),
+            [("a".to_owned(), "boom".to_owned())]
+        );
         assert_eq!(l.retry_failed().unwrap(), 1);
         let c = l.claim("w4", 5, lease).unwrap();
         assert_eq!(

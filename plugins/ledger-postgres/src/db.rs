@@ -80,6 +80,13 @@ impl Db {
     /// `PGPASSWORD` is used when set).
     pub(crate) fn connect(url: &str, what: &'static str) -> Result<Self> {
         let shown = shown(url);
+        if let Some((scheme, _)) = url.split_once("://")
+            && !matches!(scheme, "postgres" | "postgresql")
+        {
+            return Err(Error::config(format!(
+                "the {what} URL is a {scheme}:// URL: it takes postgres://USER@HOST/DB (or key=value pairs)"
+            )));
+        }
         let (url, rootcert) = take_sslrootcert(url);
         let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
             Error::config(format!(

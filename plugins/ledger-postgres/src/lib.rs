@@ -271,6 +271,18 @@ impl Ledger for PgLedger {
         })
     }
 
+    fn failures(&self, limit: usize) -> Result<Vec<(String, String)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT key, COALESCE(last_error, '') FROM tusflow_files
+                 WHERE batch = $1 AND state = 'failed' ORDER BY updated DESC LIMIT $2",
+                &[&self.batch, &limit],
+            )
+        })?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     fn retry_failed(&self) -> Result<u64> {
         self.with(|c| {
             c.execute(
