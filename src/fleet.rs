@@ -135,9 +135,16 @@ struct EntryState {
     started: bool,
     /// The ledger said another worker holds the file.
     lost: bool,
-    /// A record that did not reach the ledger (it could not be used).
-    unsaved: bool,
+    /// The URL the ledger holds for the file (a record that did not reach it is
+    /// written again before the file is settled).
+    saved: Option<String>,
+    /// When this worker last wrote the file's record.
+    written: Option<Instant>,
 }
+
+/// How often an upload's progress goes to the ledger (the server's offset is the
+/// truth; the ledger's is for `ledger status`).
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 impl Entry {
     fn state(&self) -> std::sync::MutexGuard<'_, EntryState> {
@@ -151,12 +158,12 @@ impl Entry {
         ))
     }
 
-    /// Write the URL and offset again if the last write did not reach the ledger.
+    /// Write the URL again if the ledger does not have it (a write that failed).
     fn flush(&self) -> Result<()> {
         let (url, offset) = {
             let s = self.state();
-            match (&s.url, s.unsaved) {
-                (Some(u), true) => (u.clone(), s.offset),
+            match &s.url {
+                Some(u) if s.saved.as_ref() != Some(u) => (u.clone(), s.offset),
                 _ => return Ok(()),
             }
         };
@@ -164,7 +171,7 @@ impl Entry {
             self.state().lost = true;
             return Err(self.lost_error());
         }
-        self.state().unsaved = false;
+        self.state().saved = Some(url);
         Ok(())
     }
 }
@@ -196,7 +203,9 @@ impl UrlStore for Entry {
             .record(&self.owner, &self.key, &record.url, offset)
         {
             Ok(true) => {
-                self.state().unsaved = false;
+                let mut s = self.state();
+                s.saved = Some(record.url.clone());
+                s.written = Some(Instant::now());
                 Ok(())
             }
             Ok(false) => {
@@ -204,13 +213,27 @@ impl UrlStore for Entry {
                 Err(self.lost_error())
             }
             // The upload goes on; the record is written again at the next chance, and
-            // before the file is completed.
+            // before the file is settled.
             Err(e) => {
                 tracing::debug!(key = %self.key, error = %e, "the upload's record did not reach the ledger");
-                self.state().unsaved = true;
                 Ok(())
             }
         }
+    }
+
+    /// Progress: written when the last write is [`PROGRESS_EVERY`] old (the upload's
+    /// end needs none: completing the file sets its offset).
+    fn update(&self, record: &UploadRecord) -> Result<()> {
+        {
+            let mut s = self.state();
+            let fresh = s.saved.as_deref() == Some(record.url.as_str())
+                && s.written.is_some_and(|t| t.elapsed() < PROGRESS_EVERY);
+            if fresh || record.offset == Some(self.size) {
+                s.offset = s.offset.max(record.offset.unwrap_or(0));
+                return Ok(());
+            }
+        }
+        self.add(record)
     }
 
     fn remove(&self, _fingerprint: &str, url: &str) -> Result<bool> {
@@ -430,6 +453,7 @@ async fn claimed(
         state: Mutex::new(EntryState {
             url: claim.url.clone(),
             offset: claim.offset,
+            saved: claim.url.clone(),
             ..Default::default()
         }),
     });
@@ -496,7 +520,7 @@ enum Next {
 /// How often a worker with nothing to claim asks again, while other workers hold
 /// files (one of them may die, and its files come free when its leases run out).
 fn poll_every(lease: Duration) -> Duration {
-    (lease / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
+    (lease / 4).clamp(Duration::from_millis(200), Duration::from_secs(1))
 }
 
 /// Work on the shared batch of `worker` until it has no file left that is pending or
@@ -549,12 +573,7 @@ pub async fn run(
                 r = off(move || {
                     let c = ledger.claim(&owner, want, lease)?;
                     // With nothing to claim: is anything left at all?
-                    let left = if c.is_empty() {
-                        let t = ledger.totals()?;
-                        t.pending + t.active
-                    } else {
-                        0
-                    };
+                    let left = c.is_empty() && ledger.unfinished()?;
                     Ok((c, left))
                 }) => r,
                 _ = &mut stop => break true,
@@ -563,7 +582,7 @@ pub async fn run(
                 Ok((claims, left)) => {
                     outage.ok();
                     if claims.is_empty() {
-                        if left == 0 && set.is_empty() {
+                        if !left && set.is_empty() {
                             break false;
                         }
                         next_claim = tokio::time::Instant::now() + poll_every(worker.lease);

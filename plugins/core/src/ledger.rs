@@ -105,6 +105,13 @@ pub trait Ledger: Send + Sync + 'static {
     /// The batch's totals.
     fn totals(&self) -> Result<Totals>;
 
+    /// True while any file is pending or held by a worker: the batch is not done. (A
+    /// cheap question, asked by every idle worker while others finish.)
+    fn unfinished(&self) -> Result<bool> {
+        let t = self.totals()?;
+        Ok(t.pending + t.active > 0)
+    }
+
     /// Up to `limit` failed files and why, most recent first.
     fn failures(&self, limit: usize) -> Result<Vec<(String, String)>> {
         let _ = limit;

@@ -133,11 +133,18 @@ impl Ledger for PgLedger {
         }
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
         let rows = self.with(|c| {
-            c.query(
+            let mut t = c.transaction()?;
+            // The claimable index in key order, whatever the planner's statistics say:
+            // taken just after a batch was enqueued, they see a few rows, and a plan
+            // that sorts all of them (120 ms a claim at 100,000 rows).
+            t.batch_execute(
+                "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off;
+                 SET LOCAL enable_seqscan = off",
+            )?;
+            let rows = t.query(
                 // (A CTE: evaluated once. A LIMIT in an UPDATE's FROM subquery may
-                // be run again per row, and claim more than asked.)
-                // (The claimable index in key order, and the rows locked by their
-                // ctid: a plan that holds however stale the statistics are.)
+                // be run again per row, and claim more than asked. The rows are
+                // updated by their ctid, as locked.)
                 "WITH free AS (
                      SELECT ctid FROM tusflow_files
                      WHERE batch = $1 AND state IN ('pending', 'active')
@@ -154,7 +161,9 @@ impl Ledger for PgLedger {
                  WHERE f.ctid = free.ctid
                  RETURNING f.key, f.size, f.url, f.acked, f.attempts",
                 &[&self.batch, &owner, &secs(lease), &limit],
-            )
+            )?;
+            t.commit()?;
+            Ok(rows)
         })?;
         Ok(rows
             .into_iter()
@@ -268,6 +277,17 @@ impl Ledger for PgLedger {
             failed: n(4),
             bytes_total: n(5),
             bytes_done: n(6),
+        })
+    }
+
+    fn unfinished(&self) -> Result<bool> {
+        self.with(|c| {
+            Ok(c.query_one(
+                "SELECT EXISTS (SELECT 1 FROM tusflow_files
+                                WHERE batch = $1 AND state IN ('pending', 'active'))",
+                &[&self.batch],
+            )?
+            .get(0))
         })
     }
 
