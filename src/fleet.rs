@@ -140,6 +140,9 @@ struct EntryState {
     saved: Option<String>,
     /// When this worker last wrote the file's record.
     written: Option<Instant>,
+    /// The ledger could not take the upload's URL: no byte went (a worker that takes
+    /// the file over could not know the upload).
+    unrecorded: bool,
 }
 
 /// How often an upload's progress goes to the ledger (the server's offset is the
@@ -212,10 +215,16 @@ impl UrlStore for Entry {
                 self.state().lost = true;
                 Err(self.lost_error())
             }
-            // The upload goes on; the record is written again at the next chance, and
-            // before the file is settled.
+            // A new URL must be in the ledger before any byte goes: else a worker that
+            // takes the file over makes a second upload. Progress may wait: written
+            // again at the next chance.
             Err(e) => {
-                tracing::debug!(key = %self.key, error = %e, "the upload's record did not reach the ledger");
+                let mut st = self.state();
+                if st.saved.as_deref() != Some(record.url.as_str()) {
+                    st.unrecorded = true;
+                    return Err(e);
+                }
+                tracing::debug!(key = %self.key, error = %e, "the upload's progress did not reach the ledger");
                 Ok(())
             }
         }
@@ -228,12 +237,33 @@ impl UrlStore for Entry {
             let mut s = self.state();
             let fresh = s.saved.as_deref() == Some(record.url.as_str())
                 && s.written.is_some_and(|t| t.elapsed() < PROGRESS_EVERY);
-            if fresh || record.offset == Some(self.size) {
-                s.offset = s.offset.max(record.offset.unwrap_or(0));
+            s.offset = s.offset.max(record.offset.unwrap_or(0));
+            if fresh
+                || record.offset == Some(self.size)
+                || s.saved.as_deref() != Some(record.url.as_str())
+            {
+                // (A URL the ledger does not have yet goes by `add`, from `flush`.)
                 return Ok(());
             }
         }
-        self.add(record)
+        let offset = record.offset.unwrap_or(0);
+        match self
+            .ledger
+            .note_progress(&self.owner, &self.key, &record.url, offset)
+        {
+            Ok(true) => {
+                self.state().written = Some(Instant::now());
+                Ok(())
+            }
+            Ok(false) => {
+                self.state().lost = true;
+                Err(self.lost_error())
+            }
+            Err(e) => {
+                tracing::debug!(key = %self.key, error = %e, "the upload's progress did not reach the ledger");
+                Ok(())
+            }
+        }
     }
 
     fn remove(&self, _fingerprint: &str, url: &str) -> Result<bool> {
@@ -290,12 +320,13 @@ fn lock(h: &Shared) -> std::sync::MutexGuard<'_, Held> {
 /// no longer gives this worker, or every key when the ledger could not be reached for
 /// a whole lease, is lost: its upload is aborted (resumable by the new owner).
 async fn heartbeats(worker: Worker, held: Shared, handles: Handles) {
-    let every = worker.lease / 3;
+    let every = (worker.lease / 3).max(Duration::from_millis(100));
     let mut last_ok = Instant::now();
     let mut outage = Outage::default();
     loop {
         tokio::time::sleep(every).await;
-        let keys: Vec<String> = lock(&held).keys.keys().cloned().collect();
+        let asked_jobs: HashMap<String, u64> = lock(&held).keys.clone();
+        let keys: Vec<String> = asked_jobs.keys().cloned().collect();
         if keys.is_empty() {
             last_ok = Instant::now();
             continue;
@@ -327,6 +358,11 @@ async fn heartbeats(worker: Worker, held: Shared, handles: Handles) {
         let mut h = lock(&held);
         let handles = handles.lock().unwrap_or_else(|p| p.into_inner());
         for k in lost {
+            // (Only the job that was asked about: one that ended since, or a new job
+            // of the same key, is not this answer's.)
+            if h.keys.get(&k) != asked_jobs.get(&k) {
+                continue;
+            }
             tracing::info!(key = %k, "this worker's lease on the file ran out: another worker continues it");
             if let Some(n) = h.keys.get(&k)
                 && let Some(a) = handles.get(*n)
@@ -421,29 +457,37 @@ async fn claimed(
 ) -> (String, FileReport, Next) {
     let key = claim.key.clone();
     // A file this machine does not have, or has with another size, is given back for
-    // the workers that have it, and this one stops: it is in the wrong place, or
-    // brought other files under the batch's name.
-    let Some(path) = (worker.locate)(&key) else {
-        let why = "not found on this machine (workers find each key under their path arguments, or the current directory without any): this worker stops, and leaves the file to the others";
+    // the workers that have it; this one claims it no more (it is in the wrong place,
+    // or brought other files under the batch's name).
+    let found = {
+        let (locate, k) = (Arc::clone(&worker.locate), key.clone());
+        tokio::task::spawn_blocking(move || {
+            let path = locate(&k)?;
+            let len = std::fs::metadata(&path).ok().map(|m| m.len());
+            Some((path, len))
+        })
+        .await
+        .ok()
+        .flatten()
+    };
+    let Some((path, len)) = found else {
+        let why = "not found on this machine (workers find each key under their path arguments, or the current directory without any): left pending for the workers that have it";
         let r = FileReport::failed(key.clone(), why);
         settle(&worker, &key, &End::Release, None).await;
-        return (key, r, Next::Stop);
+        return (key, r, Next::Skip);
     };
     let job = Job {
         path: path.clone(),
         relpath: key.clone(),
     };
-    match std::fs::metadata(&path) {
-        Ok(m) if m.len() != claim.size => {
-            let why = format!(
-                "{}; this worker stops, and leaves the file to the others",
-                crate::core::ledger::conflict(&key, claim.size, m.len())
-            );
-            let r = FileReport::failed(path.display().to_string(), why);
-            settle(&worker, &key, &End::Release, None).await;
-            return (key, r, Next::Stop);
-        }
-        _ => {}
+    if let Some(len) = len.filter(|&l| l != claim.size) {
+        let why = format!(
+            "{}; left pending for the workers that have it",
+            crate::core::ledger::conflict(&key, claim.size, len)
+        );
+        let r = FileReport::failed(path.display().to_string(), why);
+        settle(&worker, &key, &End::Release, None).await;
+        return (key, r, Next::Skip);
     }
     let entry = Arc::new(Entry {
         ledger: Arc::clone(&worker.ledger),
@@ -482,11 +526,13 @@ async fn claimed(
         match report.status {
             "complete" => End::Complete,
             "partial" => {
-                next = Next::Stopped;
+                next = Next::Skip;
                 End::Release
             }
             "unfinished" => End::Release,
             _ if report.unreachable => End::Release,
+            // Its URL could not be put in the ledger: not the file's fault.
+            _ if entry.state().unrecorded => End::Release,
             _ => End::Failed(report.error.clone().unwrap_or_else(|| "failed".into())),
         }
     };
@@ -511,11 +557,13 @@ async fn claimed(
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Next {
     Go,
-    /// The file stopped at `--stop-at`: claimed again, it ends the run.
-    Stopped,
-    /// Claim no more (this machine does not have the batch's files).
-    Stop,
+    /// Claim it no more: stopped at `--stop-at`, or not on this machine.
+    Skip,
 }
+
+/// The most keys a worker skips before it stops claiming (a machine without the
+/// batch's files stops soon, with its memory bounded).
+const MAX_SKIPPED: usize = 10_000;
 
 /// How often a worker with nothing to claim asks again, while other workers hold
 /// files (one of them may die, and its files come free when its leases run out).
@@ -554,8 +602,8 @@ pub async fn run(
     let mut set = tokio::task::JoinSet::new();
     let mut names: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut summary = Summary::default();
-    // Files this worker stopped at `--stop-at`: claimed again, they end its run.
-    let mut stopped: HashSet<String> = HashSet::new();
+    // Files this worker claims no more: stopped at `--stop-at`, or not on its machine.
+    let mut skip: Vec<String> = Vec::new();
     let mut more = true;
     let mut n = 0u64;
     let mut outage = Outage::default();
@@ -569,15 +617,16 @@ pub async fn run(
                 worker.lease,
             );
             let want = concurrency - set.len();
-            let claimed_now = tokio::select! {
-                r = off(move || {
-                    let c = ledger.claim(&owner, want, lease)?;
-                    // With nothing to claim: is anything left at all?
-                    let left = c.is_empty() && ledger.unfinished()?;
-                    Ok((c, left))
-                }) => r,
-                _ = &mut stop => break true,
-            };
+            let skipping = skip.clone();
+            // (Not cut short by a stop: the files it claims are handed back below. The
+            // database's statement timeout bounds it.)
+            let claimed_now = off(move || {
+                let c = ledger.claim(&owner, want, lease, &skipping)?;
+                // With nothing to claim: is anything left at all?
+                let left = c.is_empty() && ledger.unfinished(&skipping)?;
+                Ok((c, left))
+            })
+            .await;
             match claimed_now {
                 Ok((claims, left)) => {
                     outage.ok();
@@ -588,12 +637,6 @@ pub async fn run(
                         next_claim = tokio::time::Instant::now() + poll_every(worker.lease);
                     }
                     for c in claims {
-                        if stopped.contains(&c.key) {
-                            // Its run ends: give it back for another worker.
-                            let _ = settle(worker, &c.key, &End::Release, None).await;
-                            more = false;
-                            continue;
-                        }
                         let task = claimed(
                             client.clone(),
                             worker.clone(),
@@ -620,12 +663,12 @@ pub async fn run(
             next = set.join_next_with_id(), if !set.is_empty() => {
                 let Some(next) = next else { continue };
                 let (report, next) = ended(&mut names, next);
-                match next {
-                    Some((key, Next::Stopped)) => {
-                        stopped.insert(key);
+                if let Some((key, Next::Skip)) = next {
+                    skip.push(key);
+                    if skip.len() >= MAX_SKIPPED {
+                        tracing::warn!("{MAX_SKIPPED} files of the batch are not for this worker: it claims no more");
+                        more = false;
                     }
-                    Some((_, Next::Stop)) => more = false,
-                    _ => {}
                 }
                 // A free slot: claim again now (unless the ledger is out).
                 if outage.since.is_none() {

@@ -36,7 +36,9 @@ pub(crate) async fn batch(config: Option<&Path>, args: BatchArgs) -> Result<u8, 
     } else {
         args.paths.clone()
     };
-    let shared = loaded.config.ledger.kind == crate::config::LedgerKind::Postgres;
+    // A ledger URL (flag, file or TUSFLOW_LEDGER__URL) means a shared batch.
+    let shared = loaded.config.ledger.kind == crate::config::LedgerKind::Postgres
+        || loaded.config.ledger.url.is_some();
     if paths.is_empty() && !shared {
         return Err(Failure::Usage(
             "batch needs files: PATH or GLOB arguments, or batch.paths in the config (or a shared ledger, --ledger URL --name NAME, to work on what is queued)".into(),

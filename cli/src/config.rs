@@ -491,14 +491,40 @@ fn render(v: &Value) -> String {
 /// A connection URL with its password shown as `<redacted>` (a `key=value` string,
 /// which cannot be parsed as a URL, is redacted whole).
 pub(crate) fn without_password(url: &str) -> String {
-    match tusflow::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("redacted"));
-            u.as_str().replace(":redacted@", ":<redacted>@")
-        }
-        Ok(u) => u.as_str().to_owned(),
-        Err(_) => "<redacted>".to_owned(),
+    let Ok(mut u) = tusflow::Url::parse(url) else {
+        // A key=value connection string: its password=... redacted.
+        return url
+            .split_whitespace()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=<redacted>"),
+                _ => kv.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("redacted"));
     }
+    // A password given as a parameter (postgres://h/db?password=...) is one too.
+    if u.query_pairs()
+        .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+    {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") {
+                    "redacted".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.as_str()
+        .replace(":redacted@", ":<redacted>@")
+        .replace("password=redacted", "password=<redacted>")
 }
 
 fn is_secret_key(path: &[String]) -> bool {
@@ -525,6 +551,26 @@ mod tests {
         let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
         (dir, p)
+    }
+
+    #[test]
+    fn database_urls_are_shown_without_any_password() {
+        for (url, shown) in [
+            (
+                "postgres://tus:S3CRET@db:5432/t?sslmode=require",
+                "postgres://tus:<redacted>@db:5432/t?sslmode=require",
+            ),
+            (
+                "postgres://tus@db/t?password=S3CRET&sslmode=require",
+                "postgres://tus@db/t?password=<redacted>&sslmode=require",
+            ),
+            (
+                "host=db user=tus password=S3CRET dbname=t",
+                "host=db user=tus password=<redacted> dbname=t",
+            ),
+        ] {
+            assert_eq!(without_password(url), shown);
+        }
     }
 
     #[test]

@@ -149,6 +149,9 @@ pub(crate) async fn run(config: Option<&Path>, command: LedgerCommand) -> Result
                     indicatif::HumanBytes(t.bytes_done),
                     indicatif::HumanBytes(t.bytes_total),
                 );
+                if t.total == 0 {
+                    println!("  (no batch by the name {name:?} here: is the name right?)");
+                }
                 for (key, error) in &failures {
                     println!(
                         "  failed: {}: {}",

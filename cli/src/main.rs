@@ -239,6 +239,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // A blocking task that is still stuck (a database that stopped answering) does not
+    // hold the process past its end.
+    rt.shutdown_timeout(std::time::Duration::from_secs(3));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure::Usage(msg)) => {

@@ -42,10 +42,23 @@ fn enqueue(ledger: &dyn Ledger, paths: &[String], exclude: &[String]) -> tusflow
         unlisted: Vec::new(),
     };
     let mut chunk = Vec::with_capacity(ENQUEUE_ROWS);
+    // Two files under one key (`cam1/001.mp4` and `cam2/001.mp4` given as `cam1 cam2`)
+    // would be one file of the batch: 16 bytes a file to find them.
+    let mut keys = std::collections::HashSet::new();
+    let hasher = std::hash::RandomState::new();
     for j in Walk::new(paths, exclude)? {
         match j {
             Ok(job) => match std::fs::metadata(&job.path) {
                 Ok(m) => {
+                    let h = std::hash::BuildHasher::hash_one(&hasher, &job.relpath);
+                    let h2 = std::hash::BuildHasher::hash_one(&hasher, (&job.relpath, 1u8));
+                    if !keys.insert((u128::from(h) << 64) | u128::from(h2)) {
+                        return Err(tusflow::Error::invalid(format!(
+                            "{} has the key {:?}, as another file given does: give the directory above them, so their keys keep the directories that tell them apart",
+                            job.path.display(),
+                            job.relpath
+                        )));
+                    }
                     q.found += 1;
                     chunk.push(NewEntry::new(job.relpath, m.len()));
                     if chunk.len() == ENQUEUE_ROWS {
@@ -79,13 +92,15 @@ pub(crate) async fn batch(
     }
     if loaded.config.ledger.lease < std::time::Duration::from_secs(1) {
         return Err(Failure::Usage(format!(
-            "invalid --lease {:?}: a lease is at least 1s (heartbeats go every third of it)",
+            "invalid lease {:?} (--lease or ledger.lease): a lease is at least 1s (heartbeats go every third of it)",
             loaded.config.ledger.lease
         )));
     }
     let target = crate::ledger::shared_target(&loaded.config.ledger)?;
     let name = target.1.clone();
-    let ledger: Arc<dyn Ledger> = Arc::new(crate::ledger::connect(target).await?);
+    let pg = crate::ledger::connect(target).await?;
+    let database = pg.database().to_owned();
+    let ledger: Arc<dyn Ledger> = Arc::new(pg);
     let (l, p, x) = (Arc::clone(&ledger), paths.clone(), exclude);
     let bring = !paths.is_empty();
     let (queued, totals) = tokio::task::spawn_blocking(move || {
@@ -99,6 +114,13 @@ pub(crate) async fn batch(
     .await
     .map_err(|e| Failure::Usage(format!("the ledger task failed: {e}")))??;
     let quiet = common.quiet || common.json;
+    if totals.total == 0 {
+        // Nothing to work on: a name mistyped, or no worker brought paths yet.
+        eprintln!(
+            "tusflow: the batch {name:?} in {database} has no files: is the name right? (a worker that brings paths adds them)"
+        );
+        return Err(Failure::Failed);
+    }
     match &queued {
         Some(q) if !quiet => println!(
             "batch {name}: {} new files queued ({} found here; {} in the batch)",
@@ -123,8 +145,10 @@ pub(crate) async fn batch(
         unlisted: queued.map(|q| q.unlisted).unwrap_or_default(),
     };
     // The worker's uploads keep their URLs in the ledger: no store on this machine.
+    // And no upload completes in its creation: its URL must be in the ledger first.
     let mut local = loaded.clone();
     local.config.store.kind = crate::config::StoreKind::None;
+    local.config.complete_in_creation = false;
     run_jobs(
         &local,
         common,
@@ -145,16 +169,22 @@ pub(crate) async fn finish(
     quiet: bool,
 ) -> Result<u8, Failure> {
     let ledger = Arc::clone(&worker.ledger);
-    let totals = tokio::task::spawn_blocking(move || ledger.totals())
-        .await
-        .map_err(|e| Failure::Usage(format!("the ledger task failed: {e}")))?;
+    // (At most a few seconds: a stopped run does not wait on a database that hangs.)
+    let totals = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || ledger.totals()),
+    )
+    .await;
     match totals {
-        Ok(t) if !quiet => println!(
+        Ok(Ok(Ok(t))) if !quiet => println!(
             "the batch: {} of {} files complete, {} failed, {} pending, {} active",
             t.complete, t.total, t.failed, t.pending, t.active
         ),
-        Ok(_) => {}
-        Err(e) => eprintln!("tusflow: {e}"),
+        Ok(Ok(Ok(_))) => {}
+        Ok(Ok(Err(e))) => eprintln!("tusflow: {e}"),
+        Ok(Err(_)) | Err(_) => {
+            eprintln!("tusflow: the ledger did not say the batch's totals in 5 s")
+        }
     }
     if interrupted {
         eprintln!(

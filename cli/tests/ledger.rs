@@ -41,7 +41,7 @@ fn ledger_status_retry_failed_and_forget() {
         .map(|(i, s)| NewEntry::new(format!("f{i}"), *s))
         .collect();
     ledger.enqueue(&entries).unwrap();
-    let got = ledger.claim("w", 2, Duration::from_secs(30)).unwrap();
+    let got = ledger.claim("w", 2, Duration::from_secs(30), &[]).unwrap();
     assert!(ledger.complete("w", &got[0].key).unwrap());
     assert!(
         ledger

@@ -77,8 +77,9 @@ pub trait Ledger: Send + Sync + 'static {
     fn enqueue(&self, entries: &[NewEntry]) -> Result<u64>;
 
     /// Claim up to `n` files for `owner` for `lease`: pending ones, and active ones
-    /// whose lease expired (a worker died). Never a file another worker holds.
-    fn claim(&self, owner: &str, n: usize, lease: Duration) -> Result<Vec<Claim>>;
+    /// whose lease expired (a worker died), but not those in `skip` (files this
+    /// worker cannot do: not on its machine). Never a file another worker holds.
+    fn claim(&self, owner: &str, n: usize, lease: Duration, skip: &[String]) -> Result<Vec<Claim>>;
 
     /// Extend `owner`'s leases on `keys` by `lease`; the keys it still holds (a key
     /// missing from the answer was taken over: stop uploading it).
@@ -87,6 +88,13 @@ pub trait Ledger: Send + Sync + 'static {
     /// Note the upload URL and the offset the server acknowledged; false when `owner`
     /// no longer holds `key`.
     fn record(&self, owner: &str, key: &str, url: &str, offset: u64) -> Result<bool>;
+
+    /// Note the offset the server acknowledged when it costs no wait: a ledger busy
+    /// with another call (a slow database) may skip it, since the server's offset is
+    /// the truth. False when `owner` no longer holds `key`. The default records it.
+    fn note_progress(&self, owner: &str, key: &str, url: &str, offset: u64) -> Result<bool> {
+        self.record(owner, key, url, offset)
+    }
 
     /// Forget the upload URL of `key` (the server no longer has it, so the next upload
     /// creates one); false when `owner` no longer holds `key`.
@@ -105,12 +113,10 @@ pub trait Ledger: Send + Sync + 'static {
     /// The batch's totals.
     fn totals(&self) -> Result<Totals>;
 
-    /// True while any file is pending or held by a worker: the batch is not done. (A
-    /// cheap question, asked by every idle worker while others finish.)
-    fn unfinished(&self) -> Result<bool> {
-        let t = self.totals()?;
-        Ok(t.pending + t.active > 0)
-    }
+    /// True while any file but those in `skip` is pending or held by a worker: the
+    /// batch is not done for this worker. (A cheap question, asked by every idle worker
+    /// while others finish.)
+    fn unfinished(&self, skip: &[String]) -> Result<bool>;
 
     /// Up to `limit` failed files and why, most recent first.
     fn failures(&self, limit: usize) -> Result<Vec<(String, String)>> {
@@ -216,7 +222,7 @@ impl Ledger for MemoryLedger {
         Ok(added)
     }
 
-    fn claim(&self, owner: &str, n: usize, lease: Duration) -> Result<Vec<Claim>> {
+    fn claim(&self, owner: &str, n: usize, lease: Duration, skip: &[String]) -> Result<Vec<Claim>> {
         let now = Instant::now();
         let mut rows = self.rows();
         let mut out = Vec::new();
@@ -224,7 +230,7 @@ impl Ledger for MemoryLedger {
             if out.len() >= n {
                 break;
             }
-            if r.claimable(now) {
+            if r.claimable(now) && !skip.contains(key) {
                 r.state = State::Active;
                 r.owner = Some(owner.to_owned());
                 r.until = Some(now + lease);
@@ -320,6 +326,13 @@ impl Ledger for MemoryLedger {
         Ok(t)
     }
 
+    fn unfinished(&self, skip: &[String]) -> Result<bool> {
+        Ok(self
+            .rows()
+            .iter()
+            .any(|(k, r)| matches!(r.state, State::Pending | State::Active) && !skip.contains(k)))
+    }
+
     fn failures(&self, limit: usize) -> Result<Vec<(String, String)>> {
         Ok(self
             .rows()
@@ -376,15 +389,15 @@ mod tests {
                 .unwrap_err()
                 .is_invalid()
         );
-        let c = l.claim("w1", 1, lease).unwrap();
+        let c = l.claim("w1", 1, lease, &[]).unwrap();
         assert_eq!(c[0].key, "a");
         assert!(l.record("w1", "a", "http://x/1", 1).unwrap());
         assert!(!l.record("w2", "a", "http://x/2", 1).unwrap());
         // A lease that ran out: another worker takes the file, with its URL.
-        let c = l.claim("w2", 5, Duration::ZERO).unwrap();
+        let c = l.claim("w2", 5, Duration::ZERO, &[]).unwrap();
         assert_eq!(c.len(), 1, "b only: a is w1's");
         std::thread::sleep(Duration::from_millis(5));
-        let c = l.claim("w3", 5, lease).unwrap();
+        let c = l.claim("w3", 5, lease, &[]).unwrap();
         assert_eq!(c.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), ["b"]);
         assert!(!l.complete("w2", "b").unwrap(), "w3 took b over");
         assert!(l.complete("w3", "b").unwrap());
@@ -397,7 +410,7 @@ mod tests {
             [("a".to_owned(), "boom".to_owned())]
         );
         assert_eq!(l.retry_failed().unwrap(), 1);
-        let c = l.claim("w4", 5, lease).unwrap();
+        let c = l.claim("w4", 5, lease, &[]).unwrap();
         assert_eq!(
             (c[0].url.as_deref(), c[0].attempts),
             (Some("http://x/1"), 2)

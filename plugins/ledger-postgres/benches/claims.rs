@@ -43,7 +43,7 @@ fn main() {
                         let owner = format!("w{w}");
                         let mut calls = 0;
                         loop {
-                            let got = l.claim(&owner, 8, lease).expect("claim");
+                            let got = l.claim(&owner, 8, lease, &[]).expect("claim");
                             calls += 1;
                             if got.is_empty() {
                                 return calls;

@@ -4,16 +4,23 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use postgres::{Client, Socket};
 use tusflow_core::{Error, Result};
 
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the server may take over a statement (and the network over sending it).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The advisory lock key under which the schema is created or migrated.
 const SCHEMA_LOCK: i64 = 0x0074_7573_666c_6f77; // "tusflow"
 
 /// Every table and index of the current version, each created when missing: version
-/// 1 is `tusflow_files` (the ledger), version 2 adds `tusflow_uploads` (the URL store)
+/// 1 is `tusflow_files` (the ledger), version 2 adds `tusflow_uploads` (the URL store),
+/// `tusflow_files.enqueued_by` (who added a file: a set of paths refused is withdrawn)
 /// and the index of claimable files in key order, in place of version 1's index by
 /// state (a claim then never walks the files done, whatever the planner's statistics
 /// say of a table that grew since they were taken).
@@ -30,10 +37,12 @@ const SCHEMA: &str = "
         lease_until TIMESTAMPTZ,
         attempts INT NOT NULL DEFAULT 0,
         last_error TEXT,
+        enqueued_by TEXT,
         created TIMESTAMPTZ NOT NULL DEFAULT now(),
         updated TIMESTAMPTZ NOT NULL DEFAULT now(),
         PRIMARY KEY (batch, key)
     );
+    ALTER TABLE tusflow_files ADD COLUMN IF NOT EXISTS enqueued_by TEXT;
     DROP INDEX IF EXISTS tusflow_files_state;
     CREATE INDEX IF NOT EXISTS tusflow_files_claimable ON tusflow_files (batch, key)
         WHERE state IN ('pending', 'active');
@@ -108,8 +117,24 @@ impl Db {
                     .map_err(|e| Error::config(format!("cannot read sslrootcert {path}: {e}")))?,
             );
         }
+        // A dead host or a cut network is found out in seconds, not at the kernel's
+        // two hours; a server that takes a statement and never answers it is bounded
+        // by the session's statement and lock timeouts (set at connect).
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(STATEMENT_TIMEOUT);
+        // As libpq: `sslmode=prefer` (the default) encrypts when the server can, without
+        // checking its certificate (psql connects where tusflow does); `require`
+        // checks it against the platform's roots and `sslrootcert`.
+        let verify = config.get_ssl_mode() == postgres::config::SslMode::Require;
         let tls = Tls(Arc::new(tusflow_core::service::tls_client_config(
-            &roots, None, false,
+            &roots, None, !verify,
         )?));
         let client = open(&config, &tls, &shown, what)?;
         let db = Db {
@@ -127,6 +152,23 @@ impl Db {
     /// workers start at once); a schema newer than this crate's is refused before
     /// anything is changed.
     fn migrate(&self) -> Result<()> {
+        // The schema as it is, read without a lock or a write: most connects end here
+        // (and a role that may only read can still ask for totals).
+        let current: Option<i32> = self.with(|c| {
+            let exists: bool = c
+                .query_one("SELECT to_regclass('tusflow_schema') IS NOT NULL", &[])?
+                .get(0);
+            if !exists {
+                return Ok(None);
+            }
+            Ok(
+                c.query_opt("SELECT version FROM tusflow_schema WHERE id = 1", &[])?
+                    .map(|r| r.get(0)),
+            )
+        })?;
+        if current.is_some_and(|v| v >= crate::SCHEMA_VERSION) {
+            return self.refuse_newer(current);
+        }
         let version = self.with(|c| {
             let mut t = c.transaction()?;
             t.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
@@ -151,6 +193,14 @@ impl Db {
             t.commit()?;
             Ok(found)
         })?;
+        if version.is_some_and(|v| v < crate::SCHEMA_VERSION) {
+            tracing::info!(database = %self.shown, from = version, to = crate::SCHEMA_VERSION, "migrated the schema");
+        }
+        self.refuse_newer(version)
+    }
+
+    /// An error when `version` is newer than this crate's.
+    fn refuse_newer(&self, version: Option<i32>) -> Result<()> {
         match version {
             Some(v) if v > crate::SCHEMA_VERSION => Err(Error::store(format!(
                 "the {} database at {} has schema version {v}, newer than this tusflow's {}: upgrade tusflow",
@@ -158,12 +208,21 @@ impl Db {
                 self.shown,
                 crate::SCHEMA_VERSION
             ))),
-            Some(v) if v < crate::SCHEMA_VERSION => {
-                tracing::info!(database = %self.shown, from = v, to = crate::SCHEMA_VERSION, "migrated the schema");
-                Ok(())
-            }
             _ => Ok(()),
         }
+    }
+
+    /// [`Db::with`], unless another call has the connection now: then `None`, at once.
+    pub(crate) fn try_with<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
+    ) -> Option<Result<T>> {
+        let c = match self.client.try_lock() {
+            Ok(c) => c,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(self.run(c, f))
     }
 
     /// Run `f` on the connection; one that was lost (the database restarted, the
@@ -173,7 +232,15 @@ impl Db {
         &self,
         f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
     ) -> Result<T> {
-        let mut c = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        let c = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        self.run(c, f)
+    }
+
+    fn run<T>(
+        &self,
+        mut c: std::sync::MutexGuard<'_, Conn>,
+        f: impl FnOnce(&mut Client) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<T> {
         if c.0.as_ref().is_none_or(Client::is_closed) {
             // The old one is dropped on a thread of its own, as at the end.
             drop(Conn(c.0.take()));
@@ -193,12 +260,21 @@ impl Db {
 }
 
 fn open(config: &postgres::Config, tls: &Tls, shown: &str, what: &str) -> Result<Client> {
-    config.connect(tls.clone()).map_err(|e| {
+    let cannot = |e: postgres::Error| {
         Error::store(format!(
             "cannot use the {what} database at {shown}: {}",
             first_line(&e)
         ))
-    })
+    };
+    let mut client = config.connect(tls.clone()).map_err(cannot)?;
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {}; SET lock_timeout = {}",
+            STATEMENT_TIMEOUT.as_millis(),
+            (STATEMENT_TIMEOUT / 3).as_millis()
+        ))
+        .map_err(cannot)?;
+    Ok(client)
 }
 
 /// `url` without its `sslrootcert` parameter (rustls reads it here; the driver does

@@ -14,7 +14,7 @@
 //! # fn run() -> tusflow_core::Result<()> {
 //! let ledger = PgLedger::connect("postgres://tus@db.internal/tusflow", "media-2026-12")?;
 //! ledger.enqueue(&[NewEntry::new("a/1.mp4", 1 << 30)])?;
-//! for claim in ledger.claim("worker-1", 8, Duration::from_secs(30))? {
+//! for claim in ledger.claim("worker-1", 8, Duration::from_secs(30), &[])? {
 //!     // ... upload claim.key, continuing claim.url when there is one ...
 //!     ledger.complete("worker-1", &claim.key)?;
 //! }
@@ -45,6 +45,8 @@ const INSERT_ROWS: usize = 1000;
 pub struct PgLedger {
     db: Db,
     batch: String,
+    /// This value's mark on the files it enqueues (host, process, time).
+    run: String,
 }
 
 impl fmt::Debug for PgLedger {
@@ -63,9 +65,18 @@ impl PgLedger {
         if name.trim().is_empty() {
             return Err(Error::config("the ledger needs a batch name (--name)"));
         }
+        let run = format!(
+            "{}:{}:{}",
+            store::hostname(),
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
         let ledger = PgLedger {
             db: Db::connect(url, "ledger")?,
             batch: name.to_owned(),
+            run,
         };
         Ok(ledger)
     }
@@ -92,42 +103,70 @@ fn to_i64(n: u64) -> i64 {
 }
 
 impl Ledger for PgLedger {
+    /// Atomic per call; and a key that conflicts (another size) withdraws every file
+    /// this ledger value enqueued that no worker has touched yet, so a set of paths
+    /// refused is not half in the batch.
     fn enqueue(&self, entries: &[NewEntry]) -> Result<u64> {
-        let mut added = 0;
-        for chunk in entries.chunks(INSERT_ROWS) {
-            let keys: Vec<&str> = chunk.iter().map(|e| e.key.as_str()).collect();
-            let sizes: Vec<i64> = chunk.iter().map(|e| to_i64(e.size)).collect();
-            let fps: Vec<Option<&str>> = chunk.iter().map(|e| e.fingerprint.as_deref()).collect();
-            // One statement: new keys go in; a key the batch has with another size
-            // comes back (as not inserted: `xmax` is 0 only for a new row), and
-            // nothing of it changes.
-            let rows = self.with(|c| {
-                c.query(
-                    "INSERT INTO tusflow_files AS f (batch, key, size, fingerprint)
-                     SELECT $1, k, s, fp FROM unnest($2::text[], $3::bigint[], $4::text[]) AS t(k, s, fp)
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
+        if let Some(dup) = entries.iter().find(|e| !seen.insert(e.key.as_str())) {
+            return Err(Error::invalid(format!(
+                "two files have the key {:?}: give the directory above them, so their keys keep the directories that tell them apart",
+                dup.key
+            )));
+        }
+        let outcome = self.with(|c| {
+            let mut t = c.transaction()?;
+            let mut added = 0;
+            for chunk in entries.chunks(INSERT_ROWS) {
+                let keys: Vec<&str> = chunk.iter().map(|e| e.key.as_str()).collect();
+                let sizes: Vec<i64> = chunk.iter().map(|e| to_i64(e.size)).collect();
+                let fps: Vec<Option<&str>> =
+                    chunk.iter().map(|e| e.fingerprint.as_deref()).collect();
+                // One statement: new keys go in; a key the batch has with another
+                // size comes back (as not inserted: `xmax` is 0 only for a new row),
+                // and nothing of it changes.
+                let rows = t.query(
+                    "INSERT INTO tusflow_files AS f (batch, key, size, fingerprint, enqueued_by)
+                     SELECT $1, k, s, fp, $5 FROM unnest($2::text[], $3::bigint[], $4::text[]) AS t(k, s, fp)
                      ON CONFLICT (batch, key) DO UPDATE SET size = f.size
                          WHERE f.size <> EXCLUDED.size
                      RETURNING f.key, f.size, (f.xmax = 0) AS inserted",
-                    &[&self.batch, &keys, &sizes, &fps],
-                )
-            })?;
-            let mut n = 0;
-            for r in &rows {
-                if r.get::<_, bool>(2) {
-                    n += 1;
-                    continue;
+                    &[&self.batch, &keys, &sizes, &fps, &self.run],
+                )?;
+                for r in &rows {
+                    if r.get::<_, bool>(2) {
+                        added += 1;
+                        continue;
+                    }
+                    let key: String = r.get(0);
+                    let theirs = u64::try_from(r.get::<_, i64>(1)).unwrap_or(0);
+                    let ours = chunk.iter().find(|e| e.key == key).map_or(0, |e| e.size);
+                    // (The transaction rolls back as it drops.)
+                    return Ok(Err((key, theirs, ours)));
                 }
-                let key: String = r.get(0);
-                let theirs = u64::try_from(r.get::<_, i64>(1)).unwrap_or(0);
-                let ours = chunk.iter().find(|e| e.key == key).map_or(0, |e| e.size);
-                return Err(tusflow_core::ledger::conflict(&key, theirs, ours));
             }
-            added += n;
+            t.commit()?;
+            Ok(Ok(added))
+        })?;
+        match outcome {
+            Ok(added) => Ok(added),
+            Err((key, theirs, ours)) => {
+                let withdrawn = self.with(|c| {
+                    c.execute(
+                        "DELETE FROM tusflow_files
+                         WHERE batch = $1 AND enqueued_by = $2 AND state = 'pending' AND attempts = 0",
+                        &[&self.batch, &self.run],
+                    )
+                })?;
+                if withdrawn > 0 {
+                    tracing::info!(withdrawn, "withdrew the files this set of paths had added");
+                }
+                Err(tusflow_core::ledger::conflict(&key, theirs, ours))
+            }
         }
-        Ok(added)
     }
 
-    fn claim(&self, owner: &str, n: usize, lease: Duration) -> Result<Vec<Claim>> {
+    fn claim(&self, owner: &str, n: usize, lease: Duration, skip: &[String]) -> Result<Vec<Claim>> {
         if n == 0 {
             return Ok(Vec::new());
         }
@@ -149,6 +188,7 @@ impl Ledger for PgLedger {
                      SELECT ctid FROM tusflow_files
                      WHERE batch = $1 AND state IN ('pending', 'active')
                        AND (state = 'pending' OR lease_until < now())
+                       AND NOT (key = ANY($5))
                      ORDER BY key
                      LIMIT $4
                      FOR UPDATE SKIP LOCKED
@@ -160,7 +200,7 @@ impl Ledger for PgLedger {
                  FROM free
                  WHERE f.ctid = free.ctid
                  RETURNING f.key, f.size, f.url, f.acked, f.attempts",
-                &[&self.batch, &owner, &secs(lease), &limit],
+                &[&self.batch, &owner, &secs(lease), &limit, &skip],
             )?;
             t.commit()?;
             Ok(rows)
@@ -202,6 +242,21 @@ impl Ledger for PgLedger {
             )
         })?;
         Ok(n == 1)
+    }
+
+    fn note_progress(&self, owner: &str, key: &str, url: &str, offset: u64) -> Result<bool> {
+        let note = |c: &mut postgres::Client| {
+            c.execute(
+                "UPDATE tusflow_files SET url = $4, acked = GREATEST(acked, $5), updated = now()
+                 WHERE batch = $1 AND key = $2 AND owner = $3 AND state = 'active'",
+                &[&self.batch, &key, &owner, &url, &to_i64(offset)],
+            )
+        };
+        match self.db.try_with(note) {
+            Some(n) => Ok(n? == 1),
+            // Busy (a slow database): skipped, the upload does not wait on it.
+            None => Ok(true),
+        }
     }
 
     fn drop_url(&self, owner: &str, key: &str) -> Result<bool> {
@@ -280,12 +335,13 @@ impl Ledger for PgLedger {
         })
     }
 
-    fn unfinished(&self) -> Result<bool> {
+    fn unfinished(&self, skip: &[String]) -> Result<bool> {
         self.with(|c| {
             Ok(c.query_one(
                 "SELECT EXISTS (SELECT 1 FROM tusflow_files
-                                WHERE batch = $1 AND state IN ('pending', 'active'))",
-                &[&self.batch],
+                                WHERE batch = $1 AND state IN ('pending', 'active')
+                                  AND NOT (key = ANY($2)))",
+                &[&self.batch, &skip],
             )?
             .get(0))
         })
@@ -306,7 +362,7 @@ impl Ledger for PgLedger {
     fn retry_failed(&self) -> Result<u64> {
         self.with(|c| {
             c.execute(
-                "UPDATE tusflow_files SET state = 'pending', updated = now()
+                "UPDATE tusflow_files SET state = 'pending', last_error = NULL, updated = now()
                  WHERE batch = $1 AND state = 'failed'",
                 &[&self.batch],
             )

@@ -41,7 +41,9 @@ fn workers_claim_each_file_once_and_totals_add_up() {
                 let ledger = PgLedger::connect(&url, "b1").unwrap();
                 let owner = format!("worker-{w}");
                 loop {
-                    let got = ledger.claim(&owner, 7, Duration::from_secs(30)).unwrap();
+                    let got = ledger
+                        .claim(&owner, 7, Duration::from_secs(30), &[])
+                        .unwrap();
                     assert!(got.len() <= 7, "claimed {} of 7 asked", got.len());
                     if got.is_empty() {
                         return;
@@ -77,20 +79,22 @@ fn an_expired_lease_goes_to_a_new_owner_who_continues_its_upload() {
     let (url, _pg) = database("leases");
     let ledger = PgLedger::connect(&url, "b").unwrap();
     ledger.enqueue(&entries(1)).unwrap();
-    let a = ledger.claim("a", 1, Duration::from_millis(300)).unwrap();
+    let a = ledger
+        .claim("a", 1, Duration::from_millis(300), &[])
+        .unwrap();
     assert_eq!(a.len(), 1);
     let key = a[0].key.clone();
     assert!(ledger.record("a", &key, "http://tus/files/1", 400).unwrap());
     // Held: nobody else gets it.
     assert!(
         ledger
-            .claim("b", 1, Duration::from_secs(30))
+            .claim("b", 1, Duration::from_secs(30), &[])
             .unwrap()
             .is_empty()
     );
     std::thread::sleep(Duration::from_millis(500));
     // Worker a paused past its lease: b takes the file over, with a's upload URL.
-    let b = ledger.claim("b", 1, Duration::from_secs(30)).unwrap();
+    let b = ledger.claim("b", 1, Duration::from_secs(30), &[]).unwrap();
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].url.as_deref(), Some("http://tus/files/1"));
     assert_eq!((b[0].offset, b[0].attempts), (400, 2));
@@ -118,7 +122,7 @@ fn failed_files_wait_for_retry_failed_and_forget_drops_the_batch() {
     let (url, _pg) = database("failures");
     let ledger = PgLedger::connect(&url, "b").unwrap();
     ledger.enqueue(&entries(3)).unwrap();
-    let got = ledger.claim("w", 3, Duration::from_secs(30)).unwrap();
+    let got = ledger.claim("w", 3, Duration::from_secs(30), &[]).unwrap();
     assert!(
         ledger
             .fail("w", &got[0].key, "server answered 500")
@@ -128,13 +132,13 @@ fn failed_files_wait_for_retry_failed_and_forget_drops_the_batch() {
     let t = ledger.totals().unwrap();
     assert_eq!((t.failed, t.pending, t.active), (1, 1, 1));
     // A failed file is not claimed again until asked.
-    let next = ledger.claim("w2", 3, Duration::from_secs(30)).unwrap();
+    let next = ledger.claim("w2", 3, Duration::from_secs(30), &[]).unwrap();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].key, got[1].key);
     assert_eq!(ledger.retry_failed().unwrap(), 1);
     assert_eq!(
         ledger
-            .claim("w2", 3, Duration::from_secs(30))
+            .claim("w2", 3, Duration::from_secs(30), &[])
             .unwrap()
             .len(),
         1
@@ -209,6 +213,9 @@ fn tls_to_the_database_is_verified_with_rustls() {
     let ledger = PgLedger::connect(&trusted, "b").unwrap();
     assert_eq!(ledger.enqueue(&entries(3)).unwrap(), 3);
     assert!(!format!("{ledger:?}").contains(PASSWORD));
+    // Without sslmode (prefer), as libpq and psql: encrypted, the certificate not
+    // checked.
+    assert!(PgLedger::connect(&url, "b").is_ok());
     // A missing CA file is named.
     let e = PgLedger::connect(&format!("{required}&sslrootcert=/nonexistent/ca.pem"), "b")
         .unwrap_err()
