@@ -201,7 +201,9 @@ pub(crate) async fn one(
         }
         let mut up = client.uploader(job.path.as_path()).with_metadata(meta);
         if let Some((store, fingerprinter)) = via {
-            up = up.store(store).fingerprinter(fingerprinter);
+            // (Its record kept at the end: an upload that ends must not drop the URL
+            // of a ledger entry, as it drops a store's record.)
+            up = up.store(store).fingerprinter(fingerprinter).keep_record();
         }
         if let Some(c) = opts.chunk_size {
             up = up.chunk_size(c);

@@ -188,7 +188,7 @@ pub(crate) async fn finish(
     }
     if interrupted {
         eprintln!(
-            "tusflow: interrupted: {} files stopped in flight and given back to the batch; any worker continues them from the server's offset (run the same command again)",
+            "tusflow: interrupted: {} files stopped in flight; any worker continues them from the server's offset (run the same command again)",
             summary.unfinished
         );
         return Ok(FAILED);

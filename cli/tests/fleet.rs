@@ -195,6 +195,14 @@ async fn workers_killed_and_joining_late_leave_every_file_uploaded_once_and_exac
         .parse()
         .unwrap();
     assert!(taken >= 1, "no file was taken over");
+    // Every file's row keeps its upload's URL, whoever finished it.
+    assert_eq!(
+        pg.value(
+            "fleet_kills",
+            "SELECT count(*) FROM tusflow_files WHERE batch = 'kills' AND url IS NULL"
+        ),
+        "0"
+    );
     // An upload the server made but a killed worker never recorded: at most one per
     // file in flight per kill (3 each).
     assert!(
@@ -353,6 +361,52 @@ fn a_worker_paused_past_its_lease_leaves_the_file_to_the_new_owner() {
         (&1.into(), &0.into()),
         "{t}"
     );
+}
+
+#[test]
+fn a_file_uploaded_by_a_worker_that_died_before_completing_it_is_completed_with_its_url() {
+    let pg = pg::server();
+    let url = pg.database("fleet_done_dead");
+    let server = TusServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let f = mk(&d.join("in"), "done.bin", 500_000, 9);
+    let run = || {
+        tusflow(d)
+            .args([
+                "batch",
+                "-e",
+                &server.endpoint,
+                "--ledger",
+                &url,
+                "--name",
+                "dd",
+                "in",
+            ])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run().status.code(), Some(0));
+    // As if its worker had sent every byte and died before telling the ledger.
+    pg.sql(
+        "fleet_done_dead",
+        "UPDATE tusflow_files SET state = 'active', owner = 'dead', lease_until = now() - interval '1 second'",
+    );
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("done.bin: complete (resumed)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        pg.value(
+            "fleet_done_dead",
+            "SELECT count(*) FROM tusflow_files WHERE url IS NOT NULL AND state = 'complete'"
+        ),
+        "1"
+    );
+    assert_eq!(assert_each_once_and_exact(&server, &[f]), 1, "one upload");
 }
 
 #[test]

@@ -150,6 +150,13 @@ impl Uploader {
         self
     }
 
+    /// Keep this upload's record when it completes (instead of the client's choice):
+    /// a shared batch's ledger entry keeps its URL, whoever finishes the upload.
+    pub(crate) fn keep_record(mut self) -> Self {
+        self.resume.keep_on_success = true;
+        self
+    }
+
     /// Do not look up or remember this upload in a store.
     pub fn no_store(mut self) -> Self {
         self.resume.store = None;

@@ -20,8 +20,8 @@ const SCHEMA_LOCK: i64 = 0x0074_7573_666c_6f77; // "tusflow"
 
 /// Every table and index of the current version, each created when missing: version
 /// 1 is `tusflow_files` (the ledger), version 2 adds `tusflow_uploads` (the URL store),
-/// `tusflow_files.enqueued_by` (who added a file: a set of paths refused is withdrawn)
-/// and the index of claimable files in key order, in place of version 1's index by
+/// version 3 `tusflow_files.enqueued_by` (who added a file: a set of paths refused is
+/// withdrawn) and the index of claimable files in key order, in place of version 1's index by
 /// state (a claim then never walks the files done, whatever the planner's statistics
 /// say of a table that grew since they were taken).
 const SCHEMA: &str = "

@@ -35,8 +35,8 @@ pub use db::shown;
 pub use store::PgStore;
 
 /// The schema this crate writes and reads: 1, the ledger's table; 2, and the URL
-/// store's.
-pub const SCHEMA_VERSION: i32 = 2;
+/// store's; 3, the index of claimable files and who enqueued each.
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Rows per `INSERT` when enqueueing.
 const INSERT_ROWS: usize = 1000;
