@@ -29,6 +29,13 @@ fn tusflow(dir: &Path) -> Command {
     c
 }
 
+/// `tusflow batch -e ENDPOINT --ledger URL --name NAME` run in `cwd`.
+fn shared_batch(cwd: &Path, endpoint: &str, url: &str, name: &str) -> Command {
+    let mut c = tusflow(cwd);
+    c.args(["batch", "-e", endpoint, "--ledger", url, "--name", name]);
+    c
+}
+
 /// A file of `len` seeded bytes in `dir` (made if missing).
 fn mk(dir: &Path, name: &str, len: u64, seed: u64) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
@@ -257,8 +264,7 @@ async fn an_upload_stopped_by_one_worker_is_finished_by_another_from_its_offset(
     let d = dir.path().to_owned();
     let f = mk(&d.join("in"), "one.bin", 3_000_000, 7);
     let run = move |extra: &[&str]| {
-        tusflow(&d)
-            .args(["batch", "-e", &endpoint, "--ledger", &url, "--name", "stop"])
+        shared_batch(&d, &endpoint, &url, "stop")
             .args(extra)
             .arg("in")
             .output()
@@ -302,16 +308,7 @@ fn a_worker_paused_past_its_lease_leaves_the_file_to_the_new_owner() {
     let d = dir.path();
     let f = mk(&d.join("in"), "big.bin", 6 << 20, 3);
     let worker = |extra: &[&str]| {
-        tusflow(d)
-            .args([
-                "batch",
-                "-e",
-                &server.endpoint,
-                "--ledger",
-                &url,
-                "--name",
-                "pause",
-            ])
+        shared_batch(d, &server.endpoint, &url, "pause")
             .args(["--lease", "2s", "--chunk-size", "512KiB"])
             .args(extra)
             .arg("in")
@@ -372,17 +369,8 @@ fn a_file_uploaded_by_a_worker_that_died_before_completing_it_is_completed_with_
     let d = dir.path();
     let f = mk(&d.join("in"), "done.bin", 500_000, 9);
     let run = || {
-        tusflow(d)
-            .args([
-                "batch",
-                "-e",
-                &server.endpoint,
-                "--ledger",
-                &url,
-                "--name",
-                "dd",
-                "in",
-            ])
+        shared_batch(d, &server.endpoint, &url, "dd")
+            .arg("in")
             .output()
             .unwrap()
     };
@@ -426,16 +414,7 @@ fn a_database_restarted_mid_batch_costs_a_wait_and_nothing_else() {
             )
         })
         .collect();
-    let w = tusflow(d)
-        .args([
-            "batch",
-            "-e",
-            &server.endpoint,
-            "--ledger",
-            &url,
-            "--name",
-            "restart",
-        ])
+    let w = shared_batch(d, &server.endpoint, &url, "restart")
         .args([
             "--lease",
             "20s",

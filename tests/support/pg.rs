@@ -67,28 +67,23 @@ impl Pg {
 
     /// Run one SQL statement on `db` with `psql`.
     pub fn sql(&self, db: &str, statement: &str) {
+        self.psql(db, "-q", statement);
+    }
+
+    /// The first value of the first row of `query` on `db`, as text.
+    pub fn value(&self, db: &str, query: &str) -> String {
+        self.psql(db, "-At", query)
+    }
+
+    fn psql(&self, db: &str, flags: &str, statement: &str) -> String {
         let out = Command::new("psql")
             .arg(self.url(db))
-            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", statement])
+            .args(["-v", "ON_ERROR_STOP=1", flags, "-c", statement])
             .output()
             .expect("psql runs");
         assert!(
             out.status.success(),
             "psql {statement:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// The first value of the first row of `query` on `db`, as text.
-    pub fn value(&self, db: &str, query: &str) -> String {
-        let out = Command::new("psql")
-            .arg(self.url(db))
-            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", query])
-            .output()
-            .expect("psql runs");
-        assert!(
-            out.status.success(),
-            "psql {query:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -120,6 +115,18 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// `dir` and all in it owned by the `postgres` user, when this process is root.
+fn give_to_postgres(dir: &Path) {
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
 }
 
 /// `program` as the `postgres` user when this process is root.
@@ -159,14 +166,7 @@ fn start(tls: bool) -> Pg {
     let data = dir.path().join("data");
     let pwfile = dir.path().join("pw");
     std::fs::write(&pwfile, PASSWORD).unwrap();
-    if is_root() {
-        let ok = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
+    give_to_postgres(dir.path());
     let out = as_postgres(&bin("initdb"))
         .arg("-D")
         .arg(&data)
@@ -190,13 +190,8 @@ fn start(tls: bool) -> Pg {
         .unwrap()
         .port();
     let ca = tls.then(|| certificates(dir.path()));
-    if tls && is_root() {
-        let ok = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(ok.success());
+    if tls {
+        give_to_postgres(dir.path());
     }
     let child = spawn(dir.path(), port, tls);
     let pg = Pg {
