@@ -305,6 +305,23 @@ impl Summary {
         self.files + self.unfinished + self.not_started
     }
 
+    /// After `report`: true when the endpoint is now known to be unreachable (said
+    /// once, in [`Summary::unreachable`]): an endpoint that never answered is down for
+    /// every file, so the files in flight fail at their next request, and no more
+    /// should start.
+    pub(crate) fn note_unreachable(&mut self, client: &Client, report: &FileReport) -> bool {
+        if self.unreachable.is_some() {
+            return false;
+        }
+        let down = client.learned().down().map(|e| e.to_string());
+        self.unreachable = if report.unreachable {
+            report.error.clone().or(down)
+        } else {
+            down
+        };
+        self.unreachable.is_some()
+    }
+
     /// Count one file's outcome.
     pub fn add(&mut self, r: &FileReport) {
         if r.status == "unfinished" {
@@ -403,19 +420,8 @@ where
                 let report = settled(&mut running, next);
                 summary.add(&report);
                 on_done(&report);
-                // An endpoint that never answered is down for every file: the files
-                // in flight fail at their next request, and no more start.
-                if summary.unreachable.is_none() {
-                    let down = client.learned().down().map(|e| e.to_string());
-                    let why = if report.unreachable {
-                        report.error.clone().or(down)
-                    } else {
-                        down
-                    };
-                    if why.is_some() {
-                        summary.unreachable = why;
-                        more = false;
-                    }
+                if summary.note_unreachable(client, &report) {
+                    more = false;
                 }
             }
             j = rx.recv(), if more && set.len() < concurrency => match j {
@@ -429,20 +435,17 @@ where
         // Uploads that ended before the abort still count; the others stop, resumable:
         // aborted first, so each says where it stopped, and after a moment (a store
         // write, a file still being fingerprinted) cut off.
-        handles.lock().unwrap_or_else(|p| p.into_inner()).stop();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-        while let Ok(Some(next)) = tokio::time::timeout_at(deadline, set.join_next_with_id()).await
-        {
-            let report = settled(&mut running, next);
-            summary.add(&report);
-            on_done(&report);
-        }
-        set.abort_all();
-        while let Some(next) = set.join_next_with_id().await {
-            let report = settled(&mut running, next);
-            summary.add(&report);
-            on_done(&report);
-        }
+        stop_all(
+            &mut set,
+            &handles,
+            std::time::Duration::from_secs(2),
+            |next| {
+                let report = settled(&mut running, next);
+                summary.add(&report);
+                on_done(&report);
+            },
+        )
+        .await;
     }
     rx.close();
     let mut buffered = 0;
@@ -466,6 +469,26 @@ where
         }
     }
     (summary, interrupted)
+}
+
+/// Stop a batch's uploads: abort those in flight (and any that register later) so each
+/// says where it stopped, give them `grace` to end, then cut off the rest; `each`
+/// hears of every task as it ends.
+pub(crate) async fn stop_all<T: 'static>(
+    set: &mut tokio::task::JoinSet<T>,
+    handles: &Handles,
+    grace: std::time::Duration,
+    mut each: impl FnMut(Result<(tokio::task::Id, T), tokio::task::JoinError>),
+) {
+    handles.lock().unwrap_or_else(|p| p.into_inner()).stop();
+    let deadline = tokio::time::Instant::now() + grace;
+    while let Ok(Some(next)) = tokio::time::timeout_at(deadline, set.join_next_with_id()).await {
+        each(next);
+    }
+    set.abort_all();
+    while let Some(next) = set.join_next_with_id().await {
+        each(next);
+    }
 }
 
 /// The report of a task that ended: its own; for one the stop cut off, unfinished; for

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use crate::batch::{FileReport, Handles, Job, OnStart, Options, Summary};
 use crate::core::ledger::{Claim, Ledger};
-use crate::{Client, Error, Result};
+use crate::endpoint::blocking;
+use crate::{Client, Error};
 
 mod entry;
 
@@ -69,22 +70,10 @@ impl Worker {
 /// A worker name that no other process on any machine has: the host, the process id,
 /// and a random part.
 pub fn owner_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "host".into());
+    let host = crate::core::ledger::hostname();
     let random = std::collections::hash_map::RandomState::new();
     let r = std::hash::BuildHasher::hash_one(&random, Instant::now());
     format!("{host}:{}:{:08x}", std::process::id(), r as u32)
-}
-
-/// Run `f` on a blocking thread (the ledger's calls block).
-async fn off<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::internal(format!("a ledger task failed: {e}")))?
 }
 
 /// The first wait after a ledger call failed, and the longest.
@@ -155,21 +144,22 @@ async fn heartbeats(worker: Worker, held: Shared, handles: Handles) {
             worker.lease,
         );
         let asked = keys.clone();
-        let lost: Vec<String> = match off(move || ledger.heartbeat(&owner, &asked, lease)).await {
-            Ok(kept) => {
-                outage.ok();
-                last_ok = Instant::now();
-                let kept: HashSet<String> = kept.into_iter().collect();
-                keys.into_iter().filter(|k| !kept.contains(k)).collect()
-            }
-            Err(e) => {
-                outage.failed(&e);
-                if last_ok.elapsed() < worker.lease {
-                    continue;
+        let lost: Vec<String> =
+            match blocking(move || ledger.heartbeat(&owner, &asked, lease)).await {
+                Ok(kept) => {
+                    outage.ok();
+                    last_ok = Instant::now();
+                    let kept: HashSet<String> = kept.into_iter().collect();
+                    keys.into_iter().filter(|k| !kept.contains(k)).collect()
                 }
-                keys
-            }
-        };
+                Err(e) => {
+                    outage.failed(&e);
+                    if last_ok.elapsed() < worker.lease {
+                        continue;
+                    }
+                    keys
+                }
+            };
         if lost.is_empty() {
             continue;
         }
@@ -232,7 +222,7 @@ async fn settle(worker: &Worker, key: &str, end: &End, entry: Option<&Arc<Entry>
             End::Release => Some(None),
             End::Lost => return Told::Lost,
         };
-        let r = off(move || {
+        let r = blocking(move || {
             if let Some(e) = &entry2 {
                 e.flush()?;
             }
@@ -438,7 +428,7 @@ pub async fn run(
             let skipping = skip.clone();
             // (Not cut short by a stop: the files it claims are handed back below. The
             // database's statement timeout bounds it.)
-            let claimed_now = off(move || {
+            let claimed_now = blocking(move || {
                 let c = ledger.claim(&owner, want, lease, &skipping)?;
                 // With nothing to claim: is anything left at all?
                 let left = c.is_empty() && ledger.unfinished(&skipping)?;
@@ -494,13 +484,8 @@ pub async fn run(
                 }
                 summary.add(&report);
                 on_done(&report);
-                if summary.unreachable.is_none() {
-                    let down = client.learned().down().map(|e| e.to_string());
-                    let why = if report.unreachable { report.error.clone().or(down) } else { down };
-                    if why.is_some() {
-                        summary.unreachable = why;
-                        more = false;
-                    }
+                if summary.note_unreachable(client, &report) {
+                    more = false;
                 }
             }
             _ = tokio::time::sleep_until(wake), if more && set.len() < concurrency => {}
@@ -508,27 +493,20 @@ pub async fn run(
         }
     };
     if interrupted {
-        handles.lock().unwrap_or_else(|p| p.into_inner()).stop();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while let Ok(Some(next)) = tokio::time::timeout_at(deadline, set.join_next_with_id()).await
-        {
-            let (report, _) = ended(&mut names, next);
-            summary.add(&report);
-            on_done(&report);
-        }
         // (Those cut off keep their leases until they run out.)
-        set.abort_all();
-        while let Some(next) = set.join_next_with_id().await {
+        crate::batch::stop_all(&mut set, &handles, Duration::from_secs(3), |next| {
             let (report, _) = ended(&mut names, next);
             summary.add(&report);
             on_done(&report);
-        }
+        })
+        .await;
     }
     beat.abort();
     (summary, interrupted)
 }
 
-/// The report of a claimed file's task, and its key and what comes next.
+/// The report of a claimed file's task, and its key and what comes next (a task cut
+/// off or panicked is reported as the local batch reports it).
 fn ended(
     names: &mut HashMap<tokio::task::Id, String>,
     next: std::result::Result<
@@ -541,16 +519,6 @@ fn ended(
             names.remove(&id);
             (report, Some((key, next)))
         }
-        Err(e) => {
-            let key = names.remove(&e.id()).unwrap_or_default();
-            if e.is_cancelled() {
-                return (FileReport::unfinished(key), None);
-            }
-            tracing::error!(key = %key, error = %e, "an upload task failed");
-            (
-                FileReport::failed(key, Error::internal(format!("the upload task failed: {e}"))),
-                None,
-            )
-        }
+        Err(e) => (crate::batch::settled(names, Err(e)), None),
     }
 }

@@ -95,15 +95,13 @@ pub(crate) async fn connect((url, name): (String, String)) -> Result<PgLedger, F
 /// Connect to the ledger `url` for the batch `name` and run `f` on it, off the async
 /// runtime (the client is blocking).
 async fn with_ledger<T: Send + 'static>(
-    (url, name): (String, String),
+    target: (String, String),
     f: impl FnOnce(&PgLedger) -> tusflow::Result<T> + Send + 'static,
 ) -> Result<T, Failure> {
-    let out = tokio::task::spawn_blocking(move || {
-        let ledger = PgLedger::connect(&url, &name)?;
-        f(&ledger)
-    })
-    .await
-    .map_err(|e| Failure::Usage(format!("the ledger task failed: {e}")))?;
+    let ledger = connect(target).await?;
+    let out = tokio::task::spawn_blocking(move || f(&ledger))
+        .await
+        .map_err(|e| Failure::Usage(format!("the ledger task failed: {e}")))?;
     Ok(out?)
 }
 

@@ -44,15 +44,12 @@ fn enqueue(ledger: &dyn Ledger, paths: &[String], exclude: &[String]) -> tusflow
     let mut chunk = Vec::with_capacity(ENQUEUE_ROWS);
     // Two files under one key (`cam1/001.mp4` and `cam2/001.mp4` given as `cam1 cam2`)
     // would be one file of the batch: 16 bytes a file to find them.
-    let mut keys = std::collections::HashSet::new();
-    let hasher = std::hash::RandomState::new();
+    let mut keys = crate::walk::Seen::default();
     for j in Walk::new(paths, exclude)? {
         match j {
             Ok(job) => match std::fs::metadata(&job.path) {
                 Ok(m) => {
-                    let h = std::hash::BuildHasher::hash_one(&hasher, &job.relpath);
-                    let h2 = std::hash::BuildHasher::hash_one(&hasher, (&job.relpath, 1u8));
-                    if !keys.insert((u128::from(h) << 64) | u128::from(h2)) {
+                    if !keys.insert(&job.relpath) {
                         return Err(tusflow::Error::invalid(format!(
                             "{} has the key {:?}, as another file given does: give the directory above them, so their keys keep the directories that tell them apart",
                             job.path.display(),

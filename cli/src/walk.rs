@@ -107,6 +107,23 @@ pub(crate) fn locator(paths: &[String]) -> tusflow::fleet::Locate {
     std::sync::Arc::new(move |key: &str| crate::shared::locate_in(&paths, key))
 }
 
+/// Values seen before, at 16 bytes each (two 64-bit hashes: a false "seen" takes a
+/// 128-bit collision).
+#[derive(Default)]
+pub(crate) struct Seen {
+    set: HashSet<u128>,
+    hashers: (std::hash::RandomState, std::hash::RandomState),
+}
+
+impl Seen {
+    /// True when `v` was not seen before.
+    pub(crate) fn insert(&mut self, v: &impl std::hash::Hash) -> bool {
+        let key =
+            (u128::from(self.hashers.0.hash_one(v)) << 64) | u128::from(self.hashers.1.hash_one(v));
+        self.set.insert(key)
+    }
+}
+
 /// A path that could not be listed, with why (the path not repeated).
 pub(crate) struct Unlisted {
     pub(crate) path: String,
@@ -121,11 +138,10 @@ pub(crate) struct Unlisted {
 pub(crate) struct Walk {
     stack: Vec<Pending>,
     excludes: Vec<glob::Pattern>,
-    seen: HashSet<u128>,
+    seen: Seen,
     walked: HashSet<(u64, u64)>,
     /// Files found so far.
     found: u64,
-    hashers: (std::hash::RandomState, std::hash::RandomState),
 }
 
 impl Walk {
@@ -154,10 +170,9 @@ impl Walk {
                 .map(Pending::Pattern)
                 .collect(),
             excludes,
-            seen: HashSet::new(),
+            seen: Seen::default(),
             walked: HashSet::new(),
             found: 0,
-            hashers: Default::default(),
         })
     }
 
@@ -176,9 +191,7 @@ impl Walk {
         // The same file by another name (a symlinked directory, overlapping arguments,
         // a glob's `**` through a loop) is uploaded once.
         let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-        let key = (u128::from(self.hashers.0.hash_one(&real)) << 64)
-            | u128::from(self.hashers.1.hash_one(&real));
-        let new = self.seen.insert(key);
+        let new = self.seen.insert(&real);
         self.found += u64::from(new);
         new.then_some(Job { path, relpath })
     }

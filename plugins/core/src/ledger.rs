@@ -131,6 +131,17 @@ pub trait Ledger: Send + Sync + 'static {
     fn forget(&self) -> Result<u64>;
 }
 
+/// This machine's name, as ledgers and shared stores mark what a machine wrote: the
+/// kernel's hostname, else `$HOSTNAME`, else `localhost`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// The state of a [`MemoryLedger`] entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {

@@ -67,7 +67,7 @@ impl PgLedger {
         }
         let run = format!(
             "{}:{}:{}",
-            store::hostname(),
+            tusflow_core::ledger::hostname(),
             std::process::id(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -91,6 +91,22 @@ impl PgLedger {
         f: impl FnOnce(&mut postgres::Client) -> std::result::Result<T, postgres::Error>,
     ) -> Result<T> {
         self.db.with(f)
+    }
+
+    /// The upload URL and acknowledged offset of `owner`'s `key`; rows changed.
+    fn write_record(
+        &self,
+        c: &mut postgres::Client,
+        owner: &str,
+        key: &str,
+        url: &str,
+        offset: u64,
+    ) -> std::result::Result<u64, postgres::Error> {
+        c.execute(
+            "UPDATE tusflow_files SET url = $4, acked = GREATEST(acked, $5), updated = now()
+             WHERE batch = $1 AND key = $2 AND owner = $3 AND state = 'active'",
+            &[&self.batch, &key, &owner, &url, &to_i64(offset)],
+        )
     }
 }
 
@@ -234,24 +250,12 @@ impl Ledger for PgLedger {
     }
 
     fn record(&self, owner: &str, key: &str, url: &str, offset: u64) -> Result<bool> {
-        let n = self.with(|c| {
-            c.execute(
-                "UPDATE tusflow_files SET url = $4, acked = GREATEST(acked, $5), updated = now()
-                 WHERE batch = $1 AND key = $2 AND owner = $3 AND state = 'active'",
-                &[&self.batch, &key, &owner, &url, &to_i64(offset)],
-            )
-        })?;
+        let n = self.with(|c| self.write_record(c, owner, key, url, offset))?;
         Ok(n == 1)
     }
 
     fn note_progress(&self, owner: &str, key: &str, url: &str, offset: u64) -> Result<bool> {
-        let note = |c: &mut postgres::Client| {
-            c.execute(
-                "UPDATE tusflow_files SET url = $4, acked = GREATEST(acked, $5), updated = now()
-                 WHERE batch = $1 AND key = $2 AND owner = $3 AND state = 'active'",
-                &[&self.batch, &key, &owner, &url, &to_i64(offset)],
-            )
-        };
+        let note = |c: &mut postgres::Client| self.write_record(c, owner, key, url, offset);
         match self.db.try_with(note) {
             Some(n) => Ok(n? == 1),
             // Busy (a slow database): skipped, the upload does not wait on it.

@@ -25,22 +25,12 @@ impl fmt::Debug for PgStore {
     }
 }
 
-/// This machine's name.
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 impl PgStore {
     /// Connect to the database at `url`, creating or migrating the tables.
     pub fn connect(url: &str) -> Result<Self> {
         Ok(PgStore {
             db: Db::connect(url, "store")?,
-            host: hostname(),
+            host: tusflow_core::ledger::hostname(),
         })
     }
 

@@ -84,12 +84,8 @@ const QUEUED: u64 = u64::MAX;
 
 /// A change to the store.
 enum Change {
-    /// A record, and whether it may be committed lazily (an update).
-    Add(UploadRecord, bool),
-    Remove {
-        fingerprint: String,
-        url: String,
-    },
+    Add(UploadRecord),
+    Remove { fingerprint: String, url: String },
 }
 
 #[derive(Default)]
@@ -159,7 +155,7 @@ impl RedbStore {
         let store = RedbStore::unopened(path, wait);
         // Open it and create the tables up front: errors show now, and readers never
         // find a table missing.
-        store.write(true, |_, _| Ok(()))?;
+        store.write(|_, _| Ok(()))?;
         Ok(store)
     }
 
@@ -253,16 +249,10 @@ impl RedbStore {
 
     fn write(
         &self,
-        durable: bool,
         f: impl FnOnce(&mut redb::Table<'_, &str, &[u8]>, &mut redb::Table<'_, &str, ()>) -> Result<()>,
     ) -> Result<()> {
         self.with_db(|db| {
-            let mut txn = db.begin_write().map_err(|e| self.err(e))?;
-            if !durable {
-                // Made durable by the next durable commit, or when the file closes.
-                txn.set_durability(redb::Durability::None)
-                    .map_err(|e| self.err(e))?;
-            }
+            let txn = db.begin_write().map_err(|e| self.err(e))?;
             {
                 let mut table = txn.open_table(UPLOADS).map_err(|e| self.err(e))?;
                 let mut index = txn.open_table(BY_SOURCE).map_err(|e| self.err(e))?;
@@ -293,12 +283,7 @@ impl RedbStore {
             let mut batch = std::mem::take(&mut q.pending);
             drop(q);
             // Queued updates go with it (before it: a removal in it wins).
-            let queued: Vec<(u64, Change)> = self
-                .lazy()
-                .drain()
-                .map(|(_, r)| (QUEUED, Change::Add(r, true)))
-                .collect();
-            batch.splice(0..0, queued);
+            batch.splice(0..0, self.drain_queued());
             let results = self.commit(batch);
             q = lock();
             q.committing = false;
@@ -310,24 +295,11 @@ impl RedbStore {
 
     /// One transaction for `batch`; each change's result (all fail if it fails).
     fn commit(&self, batch: Vec<(u64, Change)>) -> Vec<(u64, Result<bool>)> {
-        // Durable unless every change is an update: a new record (an upload's URL) or
-        // a removal is on disk before its caller goes on.
-        let durable = batch
-            .iter()
-            .any(|(_, c)| !matches!(c, Change::Add(_, true)));
-        self.commit_as(batch, durable)
-    }
-
-    fn commit_durably(&self, batch: Vec<(u64, Change)>) -> Vec<(u64, Result<bool>)> {
-        self.commit_as(batch, true)
-    }
-
-    fn commit_as(&self, batch: Vec<(u64, Change)>, durable: bool) -> Vec<(u64, Result<bool>)> {
         let mut found = Vec::with_capacity(batch.len());
-        let outcome = self.write(durable, |t, index| {
+        let outcome = self.write(|t, index| {
             for (id, change) in &batch {
                 let (k, value) = match change {
-                    Change::Add(r, _) => (
+                    Change::Add(r) => (
                         key(&r.fingerprint, &r.url),
                         Some(serde_json::to_vec(r).expect("a record serializes")),
                     ),
@@ -342,7 +314,7 @@ impl RedbStore {
                 let old = old.and_then(|v| serde_json::from_slice::<UploadRecord>(v.value()).ok());
                 let old_key = old.as_ref().and_then(index_key);
                 let new_key = match change {
-                    Change::Add(r, _) => index_key(r),
+                    Change::Add(r) => index_key(r),
                     Change::Remove { .. } => None,
                 };
                 // (An update of the same source keeps its index entry as it is.)
@@ -361,6 +333,14 @@ impl RedbStore {
             Ok(()) => found.into_iter().map(|(id, f)| (id, Ok(f))).collect(),
             Err(e) => batch.iter().map(|(id, _)| (*id, Err(e.clone()))).collect(),
         }
+    }
+
+    /// The queued updates, taken for a commit.
+    fn drain_queued(&self) -> Vec<(u64, Change)> {
+        self.lazy()
+            .drain()
+            .map(|(_, r)| (QUEUED, Change::Add(r)))
+            .collect()
     }
 
     fn lazy(&self) -> std::sync::MutexGuard<'_, HashMap<String, UploadRecord>> {
@@ -510,15 +490,11 @@ fn store_error(path: &Path, e: redb::Error) -> Error {
 
 impl Drop for RedbStore {
     fn drop(&mut self) {
-        let queued: Vec<(u64, Change)> = self
-            .lazy()
-            .drain()
-            .map(|(_, r)| (QUEUED, Change::Add(r, true)))
-            .collect();
+        let queued = self.drain_queued();
         if !queued.is_empty() {
-            // Durable: the file closes after it. (An update that cannot be written is
-            // lost as in a crash: the server's offset is the truth.)
-            let _ = self.commit_durably(queued);
+            // (An update that cannot be written is lost as in a crash: the server's
+            // offset is the truth.)
+            let _ = self.commit(queued);
         }
     }
 }
@@ -544,7 +520,7 @@ impl UrlStore for RedbStore {
     }
 
     fn add(&self, record: &UploadRecord) -> Result<()> {
-        self.submit(Change::Add(record.clone(), false)).map(drop)
+        self.submit(Change::Add(record.clone())).map(drop)
     }
 
     /// Queued: read back at once, committed with the next change or on drop. A crash
