@@ -344,7 +344,15 @@ async fn claimed(
             _ => End::Failed(report.error.clone().unwrap_or_else(|| "failed".into())),
         }
     };
+    let unrecorded = matches!(end, End::Release) && entry.state().unrecorded;
     let told = settle(&worker, &key, &end, Some(&entry)).await;
+    if unrecorded {
+        // Given back with no byte sent: pending again, for this worker or another,
+        // once the ledger answers. Not a failure of the file.
+        tracing::info!(key = %key, error = ?report.error, "the upload's URL did not reach the ledger: the file is given back and tried again");
+        report.status = "unfinished";
+        report.complete = false;
+    }
     // The ledger is the judge: a file it no longer gives this worker is another's,
     // however its upload ended here (a paused worker's append is refused once the new
     // owner moved the offset).
