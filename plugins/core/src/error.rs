@@ -42,6 +42,8 @@ enum Kind {
         body: String,
         tus_version: Option<String>,
         retry_after: Option<Duration>,
+        /// A problem type of the resumable upload draft, from a problem JSON answer.
+        problem: Option<crate::ietf::Problem>,
     },
     /// A header from the server is missing or malformed, or the server broke the protocol.
     Protocol {
@@ -105,7 +107,16 @@ impl Error {
             body: excerpt(body),
             tus_version,
             retry_after: None,
+            problem: None,
         })
+    }
+
+    /// Attach the draft's problem type the answer named, for a status error.
+    pub fn with_problem(mut self, p: crate::ietf::Problem) -> Self {
+        if let Kind::Status { problem, .. } = &mut self.inner_mut().kind {
+            *problem = Some(p);
+        }
+        self
     }
 
     /// Attach how long the server asked to wait (`Retry-After`), for a status error.
@@ -264,6 +275,15 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match &self.inner.kind {
             Kind::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The problem type of the resumable upload draft that the server's answer named
+    /// (`application/problem+json`), for a status error.
+    pub fn problem(&self) -> Option<&crate::ietf::Problem> {
+        match &self.inner.kind {
+            Kind::Status { problem, .. } => problem.as_ref(),
             _ => None,
         }
     }
@@ -450,11 +470,13 @@ impl Kind {
                 body,
                 tus_version,
                 retry_after,
+                problem,
             } => Kind::Status {
                 status: *status,
                 body: body.clone(),
                 tus_version: tus_version.clone(),
                 retry_after: *retry_after,
+                problem: problem.clone(),
             },
             Kind::Protocol { header, detail } => Kind::Protocol {
                 header,
@@ -518,8 +540,13 @@ impl fmt::Display for Error {
                 status,
                 body,
                 tus_version,
+                problem,
                 ..
             } => {
+                if let Some(p) = problem {
+                    // The problem says it better than its JSON.
+                    return write!(f, "server answered {status}: {p}");
+                }
                 if *status == StatusCode::PRECONDITION_FAILED {
                     write!(
                         f,

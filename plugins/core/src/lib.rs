@@ -3,6 +3,8 @@
 //!
 //! - [`protocol`]: tus header names, the `Upload-Metadata` codec, typed header parsing
 //!   and [`Capabilities`]; pure functions, no I/O.
+//! - [`ietf`]: the IETF draft "Resumable Uploads for HTTP": interop versions, its
+//!   Structured Fields, `Upload-Limit` and problem types.
 //! - [`Body`]: the body of every request in a stack; cheap to clone, never larger in
 //!   memory than a block or two.
 //! - [`Operation`]: the tus meaning of a request, carried as a request extension.
@@ -31,6 +33,7 @@ pub mod attempts;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod ietf;
 pub mod ledger;
 pub mod middleware;
 pub mod operation;
@@ -41,6 +44,7 @@ pub mod store;
 
 pub use body::{Body, FileSource, RandomAccess};
 pub use error::{BoxError, Error, Result};
+pub use ietf::Protocol;
 pub use operation::Operation;
 pub use plugin::{
     BoxLayer, Endpoint, KnownCapabilities, Plugin, PluginConfig, Registry, Stack, UploadLength,

@@ -330,7 +330,15 @@ async fn send(
         }
     };
 
-    if parts.method != Method::OPTIONS && !parts.headers.contains_key(header::TUS_RESUMABLE) {
+    // (The IETF draft has no Tus-Resumable: its requests carry their interop version.)
+    let ietf = parts
+        .extensions
+        .get::<crate::ietf::Protocol>()
+        .is_some_and(|p| p.is_ietf());
+    if parts.method != Method::OPTIONS
+        && !ietf
+        && !parts.headers.contains_key(header::TUS_RESUMABLE)
+    {
         parts.headers.insert(
             header::TUS_RESUMABLE,
             HeaderValue::from_static(protocol::TUS_VERSION),
@@ -453,6 +461,13 @@ pub fn error_for_status(resp: Response<Bytes>) -> Result<Response<Bytes>> {
         .map(|v| v.join(", "))
         .filter(|v| !v.is_empty());
     let mut err = Error::from_status(status, resp.body(), tus_version);
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if let Some(p) = crate::ietf::Problem::parse(content_type, resp.body()) {
+        err = err.with_problem(p);
+    }
     if let Some(after) = protocol::retry_after(resp.headers(), std::time::SystemTime::now()) {
         err = err.with_retry_after(after);
     }
