@@ -78,6 +78,31 @@ pub struct FileReport {
     /// [`Summary::unreachable`].
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unreachable: bool,
+    /// IETF mode: the target resource's answer to the request that completed the
+    /// upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<AnswerReport>,
+}
+
+/// The target resource's answer to a completed IETF upload, as a report shows it.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct AnswerReport {
+    /// Its status code.
+    pub status: u16,
+    /// The start of its body (at most 512 bytes, as text).
+    pub body: String,
+}
+
+impl AnswerReport {
+    /// The report of `a`.
+    pub fn of(a: &crate::client::Answer) -> Self {
+        let cut = &a.body[..a.body.len().min(512)];
+        AnswerReport {
+            status: a.status.as_u16(),
+            body: String::from_utf8_lossy(cut).into_owned(),
+        }
+    }
 }
 
 impl FileReport {
@@ -95,6 +120,7 @@ impl FileReport {
             seconds: 0.0,
             error,
             unreachable: false,
+            answer: None,
         }
     }
 
@@ -193,6 +219,7 @@ pub(crate) async fn one(
         seconds: 0.0,
         error: None,
         unreachable: false,
+        answer: None,
     };
     let result: Result<()> = async {
         let mut meta = opts.metadata.clone();
@@ -256,6 +283,7 @@ pub(crate) async fn one(
         report.size = done.length;
         report.resumed = done.resumed;
         report.complete = done.complete;
+        report.answer = done.answer.as_deref().map(AnswerReport::of);
         report.status = if done.complete { "complete" } else { "partial" };
         Ok(())
     }

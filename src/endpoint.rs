@@ -37,6 +37,10 @@ pub(crate) struct Learned {
     down: Mutex<Option<(Instant, Error)>>,
     /// How long that lasts (zero: not at all).
     hold: Duration,
+    /// IETF mode: the limits of the latest answer with `Upload-Limit`.
+    pub(crate) limits: Mutex<crate::core::ietf::Limits>,
+    /// IETF mode: set once `OPTIONS` was asked for limits.
+    pub(crate) ietf_asked: std::sync::OnceLock<()>,
 }
 
 impl Default for Learned {
@@ -47,6 +51,8 @@ impl Default for Learned {
             answered: AtomicBool::new(false),
             down: Mutex::new(None),
             hold: UNREACHABLE_HOLD,
+            limits: Mutex::default(),
+            ietf_asked: std::sync::OnceLock::new(),
         }
     }
 }

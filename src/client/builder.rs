@@ -14,6 +14,7 @@ pub struct ClientBuilder {
     resume: Resume,
     creation_with_upload: bool,
     complete_in_creation: bool,
+    protocol: crate::core::Protocol,
     trusted: Vec<reqwest::Url>,
     unreachable_hold: std::time::Duration,
     error: Option<Error>,
@@ -47,6 +48,7 @@ impl ClientBuilder {
             resume: Resume::default(),
             creation_with_upload: true,
             complete_in_creation: false,
+            protocol: crate::core::Protocol::Tus,
             trusted: Vec::new(),
             unreachable_hold: crate::endpoint::UNREACHABLE_HOLD,
             error: None,
@@ -194,6 +196,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The protocol: tus 1.0 (the default), or the IETF draft "Resumable Uploads for
+    /// HTTP" at an interop version (`Protocol::Ietf(Interop::V8)`): the endpoint is
+    /// then the target resource that upload resources are created from.
+    pub fn protocol(mut self, protocol: crate::core::Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
     /// Send the first bytes of an upload in its creation `POST` when the server
     /// advertises `creation-with-upload` (default: on). That saves a round trip per
     /// upload, which is most of the cost of small files.
@@ -298,6 +308,7 @@ impl ClientBuilder {
                 learned: Learned::with_hold(self.unreachable_hold),
                 creation_with_upload: self.creation_with_upload,
                 complete_in_creation: self.complete_in_creation,
+                protocol: self.protocol,
                 trusted: self.trusted,
             }),
         })

@@ -21,7 +21,9 @@ use crate::endpoint::{Learned, Resume};
 pub use crate::core::Stack;
 
 mod builder;
+mod ietf;
 pub use builder::ClientBuilder;
+pub use ietf::Answer;
 
 pub use crate::core::protocol::is_credential_header as is_sensitive_header;
 
@@ -55,6 +57,7 @@ struct Inner {
     learned: Learned,
     creation_with_upload: bool,
     complete_in_creation: bool,
+    protocol: crate::core::Protocol,
     /// Origins besides the endpoint's that may receive credential headers.
     trusted: Vec<reqwest::Url>,
 }
@@ -196,13 +199,15 @@ pub struct Created {
 }
 
 /// The answer to an append.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Appended {
     /// The server's new offset.
     pub offset: u64,
-    /// `Upload-Expires`, when the server gives one.
+    /// `Upload-Expires` (tus) or the `max-age` limit (IETF), when the server gives one.
     pub expires: Option<SystemTime>,
+    /// IETF mode: the target resource's answer to the append that completed the upload.
+    pub answer: Option<Arc<Answer>>,
 }
 
 /// True when the server answered `OPTIONS`, just not with capabilities (a status, or
@@ -231,12 +236,16 @@ pub struct UploadStatus {
     pub expires: Option<SystemTime>,
     /// `Upload-Metadata`, when the server returns it.
     pub metadata: Option<Metadata>,
+    /// IETF mode: `Upload-Complete`, whether the upload was completed.
+    pub complete: Option<bool>,
 }
 
 impl UploadStatus {
-    /// True when the server has every byte.
+    /// True when the server has every byte (IETF mode: when it says the upload is
+    /// complete).
     pub fn is_complete(&self) -> bool {
-        self.length == Some(self.offset)
+        self.complete
+            .unwrap_or_else(|| self.length == Some(self.offset))
     }
 }
 
@@ -307,6 +316,14 @@ impl Client {
         if let Some(Ok(caps)) = self.inner.learned.capabilities.get() {
             req.extensions_mut()
                 .insert(crate::core::KnownCapabilities(Arc::clone(caps)));
+        }
+        let proto = self.inner.protocol;
+        req.extensions_mut().insert(proto);
+        if let Some(i) = proto.interop() {
+            req.headers_mut().insert(
+                crate::core::ietf::header::UPLOAD_DRAFT_INTEROP_VERSION,
+                HeaderValue::from(u16::from(i.get())),
+            );
         }
         if let Some(counter) = crate::core::attempts::RetryCounter::current() {
             req.extensions_mut().insert(counter);
@@ -417,6 +434,11 @@ impl Client {
         }
     }
 
+    /// The protocol this client speaks: tus 1.0 (the default) or the IETF draft.
+    pub fn protocol(&self) -> crate::core::Protocol {
+        self.inner.protocol
+    }
+
     /// Whether creation `POST`s carry the first bytes when the server allows it.
     pub fn uses_creation_with_upload(&self) -> bool {
         self.inner.creation_with_upload
@@ -485,6 +507,14 @@ impl Client {
         body: Body,
         concat: Option<HeaderValue>,
     ) -> Result<Created> {
+        if self.protocol().is_ietf() {
+            if concat.is_some() || !body.is_empty() {
+                return Err(Error::invalid(
+                    "the IETF draft has no partial uploads or creation with content here: upload with one upload per file",
+                ));
+            }
+            return self.ietf_create(length, metadata).await;
+        }
         let endpoint = self.endpoint_or_err()?;
         let with_body = !body.is_empty();
         let mut req = self.request(Operation::Create, endpoint, body)?;
@@ -558,6 +588,9 @@ impl Client {
     /// What the server knows of the upload at `url` (`HEAD`). A missing upload
     /// (404, 410, 403) is an error for which [`Error::is_gone`] is true.
     pub async fn status(&self, url: &Url) -> Result<UploadStatus> {
+        if self.protocol().is_ietf() {
+            return self.ietf_status(url).await;
+        }
         let req = self.request(Operation::Offset, url, Body::empty())?;
         let resp = self.call(req).await?;
         let h = resp.headers();
@@ -587,6 +620,7 @@ impl Client {
             length,
             expires,
             metadata,
+            complete: None,
         })
     }
 
@@ -614,6 +648,9 @@ impl Client {
         length: Option<u64>,
         total: Option<u64>,
     ) -> Result<Appended> {
+        if self.protocol().is_ietf() {
+            return self.ietf_append(url, offset, body, length, total).await;
+        }
         let mut req = self.request(Operation::Append, url, body)?;
         if let Some(total) = total {
             req.extensions_mut()
@@ -634,7 +671,11 @@ impl Client {
                 .with_url(protocol::redact_url(url))
         })?;
         let expires = protocol::upload_expires(resp.headers()).unwrap_or(None);
-        Ok(Appended { offset, expires })
+        Ok(Appended {
+            offset,
+            expires,
+            answer: None,
+        })
     }
 }
 

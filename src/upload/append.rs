@@ -40,6 +40,27 @@ pub(super) async fn append_once(
         Ok(a) if a.offset > end => {
             return Err(Error::offset_mismatch(end, a.offset).with_url(shown()));
         }
+        // The draft lets a server's offset go back ("backtracking of a reasonable
+        // length"): continue from there.
+        Ok(a) if a.offset < offset && client.protocol().is_ietf() => {
+            tracing::debug!(
+                acknowledged = a.offset,
+                sent_from = offset,
+                "the server's offset went back: sending from there"
+            );
+            *stuck += 1;
+            if *stuck >= MAX_STUCK {
+                return Err(Error::protocol(
+                    "Upload-Offset",
+                    format!(
+                        "the server's offset went back to {} {MAX_STUCK} times in a row",
+                        a.offset
+                    ),
+                )
+                .with_url(shown()));
+            }
+            return Ok((a, length.is_some()));
+        }
         Ok(a) if a.offset < offset => {
             return Err(Error::protocol(
                 "Upload-Offset",
@@ -88,6 +109,7 @@ pub(super) async fn append_once(
         crate::Appended {
             offset: now,
             expires: None,
+            answer: None,
         },
         length_known,
     ))
@@ -116,7 +138,8 @@ pub(super) async fn resync(
         .with_url(protocol::redact_url(url)));
     }
     let offset = st.offset;
-    if offset < from || offset > to {
+    // (The draft allows an offset that went back.)
+    if (offset < from && !client.protocol().is_ietf()) || offset > to {
         return Err(Error::protocol(
             "Upload-Offset",
             format!("the server's offset moved to {offset} after a rejected append of bytes {from}..{to}"),
@@ -126,12 +149,17 @@ pub(super) async fn resync(
     Ok((offset, st.length.is_some()))
 }
 
-/// The largest body to send: the chunk size and the endpoint's 413 limit.
+/// The largest body to send: the chunk size and the endpoint's 413 limit, and in IETF
+/// mode the server's `max-append-size` and `min-append-size`.
 pub(super) fn step(client: &Client, chunk_size: Option<u64>) -> Option<u64> {
-    match (chunk_size, client.chunk_limit()) {
+    let c = match (chunk_size, client.chunk_limit()) {
         (Some(c), Some(l)) => Some(c.min(l)),
         (c, l) => c.or(l),
+    };
+    if client.protocol().is_ietf() {
+        return client.limits().append_window(c);
     }
+    c
 }
 
 impl Uploader {
@@ -141,6 +169,11 @@ impl Uploader {
         span: tracing::Span,
     ) -> Result<Uploaded> {
         self.open().await?;
+        let ietf = self.client.protocol().is_ietf();
+        // IETF mode: the server said the upload is complete; and the target
+        // resource's answer to the append that completed it.
+        let mut server_complete = false;
+        let mut answer = None;
         let (url, mut offset, resumed, mut length_sent) = match self.url.clone() {
             Some(url) => {
                 let st = self.client.status(&url).await?;
@@ -167,10 +200,12 @@ impl Uploader {
                 tracing::debug!(offset = st.offset, "resuming upload");
                 self.record_url.get_or_insert_with(|| url.to_string());
                 self.stored = true;
+                server_complete = st.complete == Some(true);
                 (url, st.offset, true, st.length.is_some())
             }
             None => match self.resume_stored().await? {
                 Some(Stored::Single(url, st)) => {
+                    server_complete = st.complete == Some(true);
                     span.record("url", protocol::redact_url(&url));
                     self.url = Some(url.clone());
                     self.record_url = Some(url.to_string());
@@ -248,6 +283,10 @@ impl Uploader {
             .await?;
             length_sent |= length_known;
             offset = appended.offset;
+            if appended.answer.is_some() {
+                server_complete = true;
+                answer = appended.answer;
+            }
             meter.acknowledged(offset);
             tracing::debug!(offset, "append accepted");
             if Some(offset) != self.len() {
@@ -255,7 +294,26 @@ impl Uploader {
             }
         }
         let total = self.len();
-        if let Some(total) = total
+        if ietf
+            && let Some(total) = total
+            && offset == total
+            && !server_complete
+        {
+            // Every byte is there but the upload is not complete (a stream whose end
+            // was read after its last byte went, or a completing append whose answer
+            // was lost before it completed): an empty append with `?1` completes it.
+            let (appended, _) = append_once(
+                &self.client,
+                &url,
+                offset,
+                Body::empty(),
+                (!length_sent).then_some(total),
+                Some(total),
+                &mut stuck,
+            )
+            .await?;
+            answer = appended.answer;
+        } else if let Some(total) = total
             && offset == total
             && !length_sent
         {
@@ -286,6 +344,7 @@ impl Uploader {
             complete,
             resumed,
             parts: 1,
+            answer,
         })
     }
 }

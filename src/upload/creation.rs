@@ -9,6 +9,13 @@ impl Uploader {
         if self.client.endpoint().is_none() {
             return Ok(None);
         }
+        if self.client.protocol().is_ietf() {
+            // The draft has no capabilities: its limits, from OPTIONS when the server
+            // answers it, are checked before anything is created.
+            self.client.ietf_discover().await?;
+            self.check_limits()?;
+            return Ok(None);
+        }
         let caps = self.client.discovered().await?;
         if let (Some(c), Some(total)) = (&caps, self.len())
             && let Some(max) = c.max_size
@@ -23,6 +30,15 @@ impl Uploader {
             )));
         }
         Ok(caps)
+    }
+
+    /// IETF mode: the source against the server's `max-size` and `min-size`.
+    fn check_limits(&self) -> Result<()> {
+        let what = self
+            .source
+            .name()
+            .unwrap_or_else(|| "the source".to_owned());
+        self.client.check_size(&what, self.len())
     }
 
     /// Create the upload, with its first bytes when the server allows; return its
@@ -108,6 +124,15 @@ impl Uploader {
                     format!("the server has {offset} bytes of an upload created with {sent}"),
                 )
                 .with_url(protocol::redact_url(&url)));
+            }
+            if self.client.protocol().is_ietf()
+                && let Err(e) = self.check_limits()
+            {
+                // The creation's answer had stricter limits: the draft says cancel.
+                if let Err(t) = self.client.terminate(&url).await {
+                    tracing::debug!(error = %t, "cancelling the upload over the limits failed");
+                }
+                return Err(e);
             }
             self.url = Some(url.clone());
             self.record_url = Some(url.to_string());

@@ -176,6 +176,7 @@ impl Uploader {
             complete: true,
             resumed,
             parts: parts.len(),
+            answer: None,
         })
     }
 

@@ -31,6 +31,9 @@ pub struct Uploaded {
     pub resumed: bool,
     /// How many partial uploads carried it (1: a single upload).
     pub parts: usize,
+    /// IETF mode: the target resource's own answer to the request that completed the
+    /// upload (status, headers, body), when this run completed it and got the answer.
+    pub answer: Option<Arc<crate::client::Answer>>,
 }
 
 /// Aborts an upload in flight, from another task or thread (tus-js-client's

@@ -38,6 +38,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use tower::Layer;
 use tusflow_core::attempts::{MaxTries, RetryCounter};
+use tusflow_core::ietf;
 use tusflow_core::middleware::clone_parts;
 use tusflow_core::middleware::{Layered, Middleware, Next};
 use tusflow_core::protocol::{self, header};
@@ -187,6 +188,9 @@ impl Template {
             header::UPLOAD_OFFSET,
             header::UPLOAD_LENGTH,
             header::UPLOAD_CHECKSUM,
+            ietf::header::UPLOAD_COMPLETE,
+            ietf::header::CONTENT_DIGEST,
+            ietf::header::REPR_DIGEST,
             http::header::CONTENT_TYPE,
             http::header::CONTENT_LENGTH,
         ] {
@@ -308,6 +312,27 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
         .ok()
         .flatten()
         .or_else(|| template.parts.extensions.get::<UploadLength>().map(|l| l.0));
+    // The IETF draft: Structured Field headers, and an offset that may go back.
+    let is_ietf = template
+        .parts
+        .extensions
+        .get::<tusflow_core::Protocol>()
+        .is_some_and(|p| p.is_ietf());
+    let offset_of = |h: &http::HeaderMap| -> tusflow_core::Result<u64> {
+        if is_ietf {
+            ietf::integer(h, &header::UPLOAD_OFFSET)?
+                .ok_or_else(|| Error::protocol("Upload-Offset", "missing"))
+        } else {
+            protocol::upload_offset(h)
+        }
+    };
+    let length_of = |h: &http::HeaderMap| -> tusflow_core::Result<Option<u64>> {
+        if is_ietf {
+            ietf::integer(h, &header::UPLOAD_LENGTH)
+        } else {
+            protocol::upload_length(h)
+        }
+    };
     let shown = || {
         tusflow_core::Url::parse(&template.parts.uri.to_string())
             .map(|u| protocol::redact_url(&u))
@@ -331,7 +356,7 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
         let (offset, length_known, head) = loop {
             match inner.call(template.offset_request()).await {
                 Ok(resp) => {
-                    let theirs = protocol::upload_length(resp.headers())?;
+                    let theirs = length_of(resp.headers())?;
                     if let (Some(theirs), Some(ours)) = (theirs, expected)
                         && theirs != ours
                     {
@@ -344,16 +369,17 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
                         .with_operation(Operation::Offset)
                         .with_url(shown()));
                     }
-                    break (
-                        protocol::upload_offset(resp.headers())?,
-                        theirs.is_some(),
-                        resp,
-                    );
+                    break (offset_of(resp.headers())?, theirs.is_some(), resp);
                 }
                 Err(e) if tries.again(Some(Operation::Offset), &e).await => {}
                 Err(e) => return Err(e),
             }
         };
+        if offset < start && is_ietf {
+            // The driver holds the source: it sends again from there.
+            tracing::debug!(offset, start, "the server's offset went back");
+            return Ok(head);
+        }
         if offset < start {
             return Err(Error::protocol(
                 "Upload-Offset",
