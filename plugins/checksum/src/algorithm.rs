@@ -43,6 +43,16 @@ impl Algorithm {
         }
     }
 
+    /// Its name in RFC 9530's registry (`Content-Digest`, the IETF draft), for the
+    /// algorithms the registry has as standard: SHA-256 and SHA-512.
+    pub fn digest_name(self) -> Option<&'static str> {
+        match self {
+            Algorithm::Sha256 => Some("sha-256"),
+            Algorithm::Sha512 => Some("sha-512"),
+            _ => None,
+        }
+    }
+
     /// A fresh hasher.
     pub fn hasher(self) -> Hasher {
         Hasher(match self {
