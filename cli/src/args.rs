@@ -122,6 +122,14 @@ pub(crate) struct ConnArgs {
     /// Retries after a failure without progress (backoff, offset re-sync); 0 = none
     #[arg(long, value_name = "N")]
     pub(crate) retries: Option<u32>,
+    /// The protocol: tus (tus 1.0, the default) or ietf (the IETF draft "Resumable
+    /// Uploads for HTTP"; the endpoint is then the target resource)
+    #[arg(long, value_name = "PROTO", value_parser = ["tus", "ietf"])]
+    pub(crate) protocol: Option<String>,
+    /// The IETF draft's interop version: 8 (the default, the latest) or 6 (drafts -04
+    /// and -05: tusd, Apple, tus-js-client's ietf-draft-05)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(6..=8))]
+    pub(crate) interop: Option<u64>,
 }
 
 #[derive(Args)]
@@ -185,6 +193,13 @@ pub(crate) fn conn_overrides(
             h.insert(n, v.into());
         }
         o.insert("headers".into(), h.into());
+    }
+    if let Some(p) = &conn.protocol {
+        o.insert("protocol".into(), json!(p));
+    }
+    if let Some(n) = conn.interop {
+        tusflow::core::ietf::Interop::new(n)?;
+        o.insert("interop".into(), json!(n));
     }
     for (key, v) in [
         ("connect_timeout", conn.connect_timeout),

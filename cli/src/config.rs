@@ -6,6 +6,8 @@
 //! endpoint = "http://127.0.0.1:1080/files/"
 //! chunk_size = "16 MiB"          # or "unlimited" (the default: one PATCH)
 //! parallel = 4                   # partial uploads per file (concatenation)
+//! protocol = "tus"               # or "ietf": the IETF draft (the endpoint is then
+//! interop = 8                    # the target resource); its interop version, 8 or 6
 //! creation_with_upload = true    # first bytes in the POST, when the server allows
 //! complete_in_creation = false   # true: a small file in one POST (a lost answer can
 //!                                # then leave a second complete copy on the server)
@@ -66,6 +68,10 @@ pub(crate) struct Config {
     /// Partial uploads per file, sent at once and concatenated (1: one upload).
     #[serde(deserialize_with = "parallel")]
     pub(crate) parallel: usize,
+    /// `tus` (tus 1.0) or `ietf` (the IETF resumable upload draft).
+    pub(crate) protocol: String,
+    /// The IETF draft's interop version (6 or 8; the latest when unset).
+    pub(crate) interop: Option<u64>,
     /// Send the first bytes in the creation `POST` when the server advertises
     /// creation-with-upload.
     pub(crate) creation_with_upload: bool,
@@ -108,6 +114,8 @@ impl Default for Config {
             metadata: BTreeMap::new(),
             chunk_size: None,
             parallel: 1,
+            protocol: "tus".into(),
+            interop: None,
             creation_with_upload: true,
             complete_in_creation: false,
             trusted_origins: Vec::new(),
@@ -423,7 +431,7 @@ impl Loaded {
     }
 
     /// ` in <source>` for a key, when known.
-    fn source_of(&self, key: &str) -> String {
+    pub(crate) fn source_of(&self, key: &str) -> String {
         self.figment
             .find_metadata(key)
             .map(|m| match &m.source {

@@ -21,7 +21,10 @@ pub(crate) fn client_from(
     l.config.middleware.stack = stack;
     l.layers(&registry)?;
     let layers = registry.build(&l.config.middleware.stack, &l.figment)?;
+    let protocol = tusflow::core::Protocol::from_name(&c.protocol, c.interop)
+        .map_err(|e| Failure::Usage(format!("protocol{}: {e}", loaded.source_of("protocol"))))?;
     let mut b = Client::builder()
+        .protocol(protocol)
         .layers(layers)
         .connect_timeout(c.connect_timeout)
         .stall_timeout(c.stall_timeout)

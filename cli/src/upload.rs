@@ -98,18 +98,19 @@ pub(crate) async fn upload_stdin(
         }
     };
     if common.json {
-        println!(
-            "{}",
-            json!({
-                "path": "-",
-                "url": done.url.as_str(),
-                "size": done.length,
-                "offset": done.offset,
-                "status": if done.complete { "complete" } else { "partial" },
-                "complete": done.complete,
-                "seconds": started.elapsed().as_secs_f64(),
-            })
-        );
+        let mut out = json!({
+            "path": "-",
+            "url": done.url.as_str(),
+            "size": done.length,
+            "offset": done.offset,
+            "status": if done.complete { "complete" } else { "partial" },
+            "complete": done.complete,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        if let Some(a) = done.answer.as_deref() {
+            out["answer"] = json!(tusflow::batch::AnswerReport::of(a));
+        }
+        println!("{out}");
     } else if !common.quiet {
         let url = done.url.as_str();
         if done.complete {
