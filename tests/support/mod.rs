@@ -3,6 +3,7 @@
 //! and started on 127.0.0.1 on a free port, plus helpers to make and compare files.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod ietf;
 pub mod proxy;
 
 use std::fs::File;
@@ -23,24 +24,27 @@ pub fn root() -> PathBuf {
 }
 
 /// Install the test server once (across threads and test processes).
-fn ensure_installed() {
+pub(crate) fn ensure_installed() {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = root().join("tests/server");
-    if dir.join("node_modules/@tus/server/package.json").exists()
-        && dir
-            .join("node_modules/@tus/file-store/package.json")
-            .exists()
-    {
+    let installed = || {
+        ["@tus/server", "@tus/file-store", "tus-js-client"]
+            .iter()
+            .all(|m| {
+                dir.join("node_modules")
+                    .join(m)
+                    .join("package.json")
+                    .exists()
+            })
+    };
+    if installed() {
         return;
     }
     // Serialize with other test processes through a lock file.
     let lock = File::create(std::env::temp_dir().join("tusflow-test-server-install.lock")).unwrap();
     lock.lock().unwrap();
-    if !dir
-        .join("node_modules/@tus/file-store/package.json")
-        .exists()
-    {
+    if !installed() {
         let status = Command::new("bash")
             .arg(root().join("scripts/install-test-server"))
             .status()
