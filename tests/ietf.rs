@@ -301,7 +301,10 @@ async fn another_interop_version_gets_no_resumable_upload_and_says_so() {
         .await
         .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("Location"), "{msg}");
+    assert!(
+        msg.contains("does not offer resumable uploads of interop version 6"),
+        "{msg}"
+    );
     assert!(server.states().is_empty());
 }
 

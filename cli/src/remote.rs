@@ -31,6 +31,9 @@ pub(crate) async fn info(
     let mut stack = loaded.config.middleware.stack.clone();
     adjust_stack(&mut stack, conn, None);
     let client = client_from(&loaded, stack, false)?;
+    if let Some(interop) = client.protocol().interop() {
+        return info_ietf(&client, interop.get(), json).await;
+    }
     let caps = client.capabilities().await?;
     if json {
         println!(
@@ -59,6 +62,38 @@ pub(crate) async fn info(
         );
         println!("checksum algorithms: {}", list(&caps.checksum_algorithms));
     }
+    Ok(OK)
+}
+
+/// `info` for the IETF draft: the limits the target resource announces.
+async fn info_ietf(client: &tusflow::Client, interop: u8, json: bool) -> Result<u8, Failure> {
+    let l = client.upload_limits().await?;
+    let age = l.max_age.map(|d| d.as_secs());
+    if json {
+        println!(
+            "{}",
+            json!({
+                "protocol": "ietf",
+                "interop": interop,
+                "max_size": l.max_size,
+                "min_size": l.min_size,
+                "max_append_size": l.max_append_size,
+                "min_append_size": l.min_append_size,
+                "max_age": age,
+            })
+        );
+        return Ok(OK);
+    }
+    let bytes = |v: Option<u64>| v.map_or("(not given)".to_owned(), |n| format!("{n} bytes"));
+    println!("protocol:        ietf (interop {interop})");
+    println!("max size:        {}", bytes(l.max_size));
+    println!("min size:        {}", bytes(l.min_size));
+    println!("max append size: {}", bytes(l.max_append_size));
+    println!("min append size: {}", bytes(l.min_append_size));
+    println!(
+        "max age:         {}",
+        age.map_or("(not given)".to_owned(), |s| format!("{s} s"))
+    );
     Ok(OK)
 }
 

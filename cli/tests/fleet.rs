@@ -571,3 +571,56 @@ async fn an_upload_begun_on_one_machine_is_continued_on_another_through_the_shar
     assert_eq!(proxy.patch_bytes(), 2_500_000, "no byte sent twice");
     assert_eq!(assert_each_once_and_exact(&server, &[fa]), 1, "one upload");
 }
+
+/// The fleet speaks the IETF draft too: one worker stops each file at 64 KiB, the next
+/// continues every upload resource from the server's offset and completes it.
+#[test]
+fn a_shared_batch_over_the_ietf_draft_continues_each_upload_resource() {
+    let pg = pg::server();
+    let url = pg.database("fleet_ietf");
+    let server = support::ietf::IetfServer::start(8, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let files: Vec<PathBuf> = (0..12u64)
+        .map(|i| mk(&d.join("in"), &format!("i{i:02}.bin"), 200_000 + i * 999, i))
+        .collect();
+    let ietf = ["--protocol", "ietf", "in"];
+    let first = shared_batch(d, &server.endpoint, &url, "ietf")
+        .args(["--stop-at", "64KiB"])
+        .args(ietf)
+        .output()
+        .unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let partial = server.states();
+    assert_eq!(partial.len(), 12);
+    assert!(
+        partial
+            .iter()
+            .all(|s| s["offset"] == 65536 && s["complete"] == false)
+    );
+    let second = shared_batch(d, &server.endpoint, &url, "ietf")
+        .args(ietf)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
+    let states = server.states();
+    assert_eq!(states.len(), 12, "one upload resource per file");
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy();
+        let st = states
+            .iter()
+            .find(|s| {
+                s["disposition"]
+                    .as_str()
+                    .is_some_and(|v| v.contains(&*name))
+            })
+            .unwrap();
+        server.assert_complete(st["id"].as_str().unwrap(), f);
+    }
+    let t = status(d, &url, "ietf");
+    assert_eq!(
+        (&t["complete"], &t["total"]),
+        (&12.into(), &12.into()),
+        "{t}"
+    );
+}

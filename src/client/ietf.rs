@@ -92,6 +92,13 @@ impl Client {
         Ok(())
     }
 
+    /// IETF mode: the limits the target resource announces (`OPTIONS`, asked once),
+    /// or the latest answer's.
+    pub async fn upload_limits(&self) -> Result<Limits> {
+        self.ietf_discover().await?;
+        Ok(self.limits())
+    }
+
     /// Check `length` against the limits known now; `what` names the source.
     pub(crate) fn check_size(&self, what: &str, length: Option<u64>) -> Result<()> {
         let l = self.limits();
@@ -134,6 +141,17 @@ impl Client {
         }
         let resp = self.call(req).await?;
         let annotate = |e: Error| e.with_operation(Operation::Create);
+        if !resp.headers().contains_key(http::header::LOCATION) {
+            // A target resource that took the request as a conventional upload.
+            return Err(annotate(Error::protocol(
+                "Location",
+                format!(
+                    "the target resource answered {} without an upload resource: it does not offer resumable uploads of interop version {} of the draft",
+                    resp.status().as_u16(),
+                    self.protocol().interop().map_or(0, |i| i.get())
+                ),
+            )));
+        }
         let url = protocol::resolve_location(endpoint, resp.headers()).map_err(annotate)?;
         self.learn_limits(resp.headers());
         // An empty creation has nothing on the server (a server that says otherwise
