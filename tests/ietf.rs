@@ -400,3 +400,95 @@ async fn the_checksum_layer_sends_content_digests_which_the_server_checks() {
         (Some(0), &false.into())
     );
 }
+
+/// Seeded chaos through the fault proxy: cuts at random bytes, 5xx, 423 and 409
+/// answers to appends. Every upload completes with exactly its bytes, in one upload
+/// resource each.
+#[tokio::test]
+async fn random_cuts_5xx_and_409s_leave_every_upload_complete_and_exact() {
+    for interop in BOTH {
+        let server = IetfServer::start(interop, &["--max-append-size", "1048576"]);
+        let proxy = FaultProxy::start(&server.addr).await;
+        proxy.chaos(support::proxy::Chaos {
+            seed: 16 + u64::from(interop),
+            cut: 120,
+            server_error: 60,
+            locked: 30,
+            conflict: 60,
+            stall: 0,
+            stall_for: Duration::ZERO,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let c = Client::builder()
+            .endpoint(proxy.url(&server.endpoint))
+            .protocol(ietf(interop))
+            .layer(
+                tusflow::retry::RetryLayer::new()
+                    .initial_delay(Duration::from_millis(5))
+                    .max_attempts(50),
+            )
+            .build()
+            .unwrap();
+        for i in 0..6u64 {
+            let path = make_file(dir.path(), &format!("c{i}.bin"), (1 << 20) * i + 4321, i);
+            let done = c.uploader(path.as_path()).upload().await.unwrap();
+            server.assert_complete(done.url.as_str(), &path);
+        }
+        let injected = proxy.injected();
+        assert!(injected.cuts > 0 && injected.conflicts > 0, "{injected:?}");
+        // (A creation whose answer was cut may leave an empty resource behind.)
+        let complete = server
+            .states()
+            .iter()
+            .filter(|s| s["complete"] == true)
+            .count();
+        assert_eq!(complete, 6);
+    }
+}
+
+/// An error answer with `Upload-Complete: ?1`: every byte arrived and the target
+/// resource failed to process them. Resuming cannot help: not retried, said so.
+#[tokio::test]
+async fn an_error_to_a_completed_upload_is_not_retried() {
+    let server = IetfServer::start(8, &["--fail-processing"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "p.bin", 100_000, 3);
+    let seen: Seen = Arc::default();
+    let s = Arc::clone(&seen);
+    let c = Client::builder()
+        .endpoint(&server.endpoint)
+        .protocol(ietf(8))
+        .layer(tusflow::retry::RetryLayer::new().initial_delay(Duration::from_millis(5)))
+        .layer(tower::layer::layer_fn(
+            move |inner: tusflow::client::Stack| {
+                let s = Arc::clone(&s);
+                tower::service_fn(move |req: tusflow::Request| {
+                    s.lock().unwrap().push((
+                        *req.extensions().get::<Operation>().unwrap(),
+                        req.body().len(),
+                    ));
+                    let mut inner = inner.clone();
+                    async move {
+                        use tower::{Service, ServiceExt};
+                        inner.ready().await?.call(req).await
+                    }
+                })
+            },
+        ))
+        .build()
+        .unwrap();
+    let e = c.uploader(path.as_path()).upload().await.unwrap_err();
+    assert!(e.is_upload_complete() && !e.is_retryable(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("the upload is complete, but the target resource answered 500"),
+        "{e}"
+    );
+    let appends = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.0 == Operation::Append)
+        .count();
+    assert_eq!(appends, 1);
+}

@@ -4,7 +4,7 @@
 //
 //   node ietf-server.mjs --dir DIR [--port 0] [--interop 8|6] [--max-size N]
 //        [--min-size N] [--max-append-size N] [--min-append-size N] [--max-age S]
-//        [--no-104] [--no-options]
+//        [--no-104] [--no-options] [--fail-processing]
 //
 // The target resource is /uploads; each upload resource is /uploads/<id>, its bytes in
 // DIR/<id> and its state in DIR/<id>.json. It prints one JSON line when it listens:
@@ -176,6 +176,11 @@ function receive(req, res, st, complete, creation) {
       st.complete = true;
       st.sha256 = st.hash.copy().digest('hex');
       close();
+      if (flag('--fail-processing')) {
+        // Every byte is there; the target resource fails to process them.
+        headers(res, st, { 'Upload-Complete': '?1' });
+        return plain(res, 500, 'the representation could not be processed');
+      }
       // The target resource's own answer, as if it had the whole representation.
       const body = JSON.stringify({
         id: st.id,

@@ -44,6 +44,9 @@ enum Kind {
         retry_after: Option<Duration>,
         /// A problem type of the resumable upload draft, from a problem JSON answer.
         problem: Option<crate::ietf::Problem>,
+        /// The draft's `Upload-Complete: ?1` on the answer: every byte arrived, and the
+        /// target resource failed to process them (resuming cannot help).
+        completed: bool,
     },
     /// A header from the server is missing or malformed, or the server broke the protocol.
     Protocol {
@@ -108,7 +111,29 @@ impl Error {
             tus_version,
             retry_after: None,
             problem: None,
+            completed: false,
         })
+    }
+
+    /// Mark a status error as the answer of a completed upload (the IETF draft's
+    /// `Upload-Complete: ?1`): not retryable.
+    pub fn with_upload_complete(mut self) -> Self {
+        if let Kind::Status { completed, .. } = &mut self.inner_mut().kind {
+            *completed = true;
+        }
+        self
+    }
+
+    /// True when the server answered an error to a completed upload (the IETF draft's
+    /// `Upload-Complete: ?1`): the bytes are all there, the target resource failed.
+    pub fn is_upload_complete(&self) -> bool {
+        matches!(
+            self.inner.kind,
+            Kind::Status {
+                completed: true,
+                ..
+            }
+        )
     }
 
     /// Attach the draft's problem type the answer named, for a status error.
@@ -318,6 +343,9 @@ impl Error {
             Kind::Transport => !self.is_certificate_error(),
             Kind::Timeout { .. } | Kind::OffsetMismatch { .. } => true,
             Kind::Middleware { retryable } => *retryable,
+            Kind::Status {
+                completed: true, ..
+            } => false,
             Kind::Status { status, .. } => {
                 status.is_server_error()
                     || matches!(status.as_u16(), 409 | 423 | 460 | 417 | 408 | 429)
@@ -471,12 +499,14 @@ impl Kind {
                 tus_version,
                 retry_after,
                 problem,
+                completed,
             } => Kind::Status {
                 status: *status,
                 body: body.clone(),
                 tus_version: tus_version.clone(),
                 retry_after: *retry_after,
                 problem: problem.clone(),
+                completed: *completed,
             },
             Kind::Protocol { header, detail } => Kind::Protocol {
                 header,
@@ -541,8 +571,19 @@ impl fmt::Display for Error {
                 body,
                 tus_version,
                 problem,
+                completed,
                 ..
             } => {
+                if *completed {
+                    write!(
+                        f,
+                        "the upload is complete, but the target resource answered {status}"
+                    )?;
+                    if !body.is_empty() {
+                        write!(f, ": {body}")?;
+                    }
+                    return Ok(());
+                }
                 if let Some(p) = problem {
                     // The problem says it better than its JSON.
                     return write!(f, "server answered {status}: {p}");

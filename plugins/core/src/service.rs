@@ -468,6 +468,12 @@ pub fn error_for_status(resp: Response<Bytes>) -> Result<Response<Bytes>> {
     if let Some(p) = crate::ietf::Problem::parse(content_type, resp.body()) {
         err = err.with_problem(p);
     }
+    if matches!(
+        crate::ietf::boolean(resp.headers(), &crate::ietf::header::UPLOAD_COMPLETE),
+        Ok(Some(true))
+    ) {
+        err = err.with_upload_complete();
+    }
     if let Some(after) = protocol::retry_after(resp.headers(), std::time::SystemTime::now()) {
         err = err.with_retry_after(after);
     }
