@@ -40,7 +40,7 @@ pub(crate) struct Learned {
     /// IETF mode: the limits of the latest answer with `Upload-Limit`.
     pub(crate) limits: Mutex<crate::core::ietf::Limits>,
     /// IETF mode: set once `OPTIONS` was asked for limits.
-    pub(crate) ietf_asked: std::sync::OnceLock<()>,
+    pub(crate) ietf_asked: tokio::sync::OnceCell<()>,
 }
 
 impl Default for Learned {
@@ -52,7 +52,7 @@ impl Default for Learned {
             down: Mutex::new(None),
             hold: UNREACHABLE_HOLD,
             limits: Mutex::default(),
-            ietf_asked: std::sync::OnceLock::new(),
+            ietf_asked: tokio::sync::OnceCell::new(),
         }
     }
 }

@@ -257,6 +257,16 @@ async fn stop_at_then_continue_by_url_and_terminate() {
             .unwrap();
         assert!(done.resumed && done.complete);
         server.assert_complete(done.url.as_str(), &path);
+        // A complete upload resource is complete: nothing more is sent.
+        let (rc, seen) = recording(&server.endpoint, interop);
+        let again = rc
+            .uploader(path.as_path())
+            .url(half.url.clone())
+            .upload()
+            .await
+            .unwrap();
+        assert!(again.complete && again.answer.is_none());
+        assert_eq!(*seen.lock().unwrap(), [(Operation::Offset, 0)]);
         // Cancellation: DELETE frees the upload resource.
         let other = c
             .uploader(path.as_path())
@@ -346,6 +356,21 @@ async fn tus_js_client_never_completes_a_stream_which_tusflow_does() {
         (Some(10_000_000), &false.into())
     );
     support::assert_same_files(&server.stored_path(url), &path);
+    // tusflow continues that resource: every byte is there, so one empty append with
+    // Upload-Complete: ?1 completes it.
+    let (c, seen) = recording(&server.endpoint, 6);
+    let done = c
+        .uploader(path.as_path())
+        .url(url.parse().unwrap())
+        .upload()
+        .await
+        .unwrap();
+    assert!(done.complete && done.resumed);
+    server.assert_complete(url, &path);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(Operation::Offset, 0), (Operation::Append, 0)]
+    );
     let file = tokio::fs::File::open(&path).await.unwrap();
     let done = client(&server.endpoint, 6)
         .uploader(tusflow::Source::stream(file))
@@ -491,4 +516,138 @@ async fn an_error_to_a_completed_upload_is_not_retried() {
         .filter(|s| s.0 == Operation::Append)
         .count();
     assert_eq!(appends, 1);
+}
+
+/// An interop 8 server need not say the offset in an append's answer: a success took
+/// the whole content, with or without the checksum layer's pieces.
+#[tokio::test]
+async fn append_answers_without_upload_offset_are_a_whole_success() {
+    let server = IetfServer::start(8, &["--no-append-offset", "--max-append-size", "1048576"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), "n.bin", 3 * (1 << 20) + 99, 4);
+    let done = client(&server.endpoint, 8)
+        .uploader(path.as_path())
+        .upload()
+        .await
+        .unwrap();
+    server.assert_complete(done.url.as_str(), &path);
+    let summed = Client::builder()
+        .endpoint(&server.endpoint)
+        .protocol(ietf(8))
+        .layer(tusflow::checksum::ChecksumLayer::sha256().chunk_size(300_000))
+        .build()
+        .unwrap();
+    let done = summed.uploader(path.as_path()).upload().await.unwrap();
+    server.assert_complete(done.url.as_str(), &path);
+    // Three 1 MiB appends of 4 pieces each, and the last 99 bytes.
+    assert_eq!(server.state(done.url.as_str())["digests"], 13);
+}
+
+/// min-append-size: no append but the last is smaller, whether the driver, a
+/// `--stop-at`, the checksum layer's pieces or a re-send after a cut would make it so
+/// (the server refuses smaller ones with a 400 that is not retried).
+#[tokio::test]
+async fn min_append_size_holds_for_stop_at_pieces_and_re_sends() {
+    let limits = [
+        "--min-append-size",
+        "1048576",
+        "--max-append-size",
+        "2097152",
+    ];
+    let server = IetfServer::start(8, &limits);
+    let proxy = FaultProxy::start(&server.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let len = 5 * (1 << 20) + 10;
+    let path = make_file(dir.path(), "min.bin", len, 5);
+    let (c, seen) = recording(&server.endpoint, 8);
+    let half = c
+        .uploader(path.as_path())
+        .chunk_size(100_000)
+        .upload_until(100_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        half.offset,
+        1 << 20,
+        "stopped past stop_at, at min-append-size"
+    );
+    let done = c
+        .uploader(path.as_path())
+        .url(half.url.clone())
+        .chunk_size(100_000)
+        .upload()
+        .await
+        .unwrap();
+    server.assert_complete(done.url.as_str(), &path);
+    let appends: Vec<u64> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.0 == Operation::Append)
+        .map(|s| s.1)
+        .collect();
+    // The first stopped at 1 MiB; then 1 MiB each, and the 10 bytes that complete it.
+    assert_eq!(appends, [1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 10]);
+    // The checksum layer's pieces: 300 000 bytes asked, 1 MiB sent; the 10-byte tail
+    // joins the piece before it (appends of 2, 2 and 1 MiB + 10: 2 + 2 + 1 pieces).
+    let summed = Client::builder()
+        .endpoint(&server.endpoint)
+        .protocol(ietf(8))
+        .layer(tusflow::checksum::ChecksumLayer::sha256().chunk_size(300_000))
+        .build()
+        .unwrap();
+    let done = summed.uploader(path.as_path()).upload().await.unwrap();
+    server.assert_complete(done.url.as_str(), &path);
+    assert_eq!(server.state(done.url.as_str())["digests"], 5);
+    // Cuts every 1.3 MB: the rest of a cut append is often under the minimum, and
+    // the driver sends from the server's offset instead.
+    proxy.cut_every_connection_after(1_300_000);
+    let done = retrying(&proxy.url(&server.endpoint), 8)
+        .uploader(path.as_path())
+        .upload()
+        .await
+        .unwrap();
+    server.assert_complete(done.url.as_str(), &path);
+    assert!(proxy.cuts() >= 3, "{}", proxy.cuts());
+}
+
+/// max-age (interop 8) and expires (interop 6) become the stored upload's expiry.
+#[tokio::test]
+async fn the_upload_resources_lifetime_is_its_expiry_in_the_store() {
+    for interop in BOTH {
+        let server = IetfServer::start(interop, &["--max-age", "3600"]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = make_file(dir.path(), "life.bin", 2 << 20, 6);
+        let store = Arc::new(tusflow::store::MemoryStore::new());
+        let c = Client::builder()
+            .endpoint(&server.endpoint)
+            .protocol(ietf(interop))
+            .store(store.clone())
+            .build()
+            .unwrap();
+        let half = c
+            .uploader(path.as_path())
+            .upload_until(1 << 20)
+            .await
+            .unwrap();
+        use tusflow::store::UrlStore;
+        let recs = store.list().unwrap();
+        assert_eq!(recs.len(), 1);
+        let now = tusflow::core::store::unix_now();
+        let expires = recs[0].expires.expect("an expiry");
+        assert!(
+            (now + 3590..=now + 3610).contains(&expires),
+            "{expires} vs {now}"
+        );
+        assert!(
+            recs[0]
+                .endpoint
+                .as_deref()
+                .unwrap()
+                .ends_with(&format!("(ietf interop {interop})"))
+        );
+        let done = c.uploader(path.as_path()).upload().await.unwrap();
+        assert!(done.resumed && done.url == half.url);
+        server.assert_complete(done.url.as_str(), &path);
+    }
 }

@@ -23,8 +23,8 @@ use crate::core::{Body, Error, Operation, Result};
 
 /// The target resource's own answer to the request that completed an upload (the
 /// draft: "whatever the initial request would have produced"), its body cut to the
-/// core service's excerpt limit.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// core service's excerpt limit. `Debug` shows no credential header's value.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Answer {
     /// Its status.
@@ -33,6 +33,29 @@ pub struct Answer {
     pub headers: http::HeaderMap,
     /// Its body (at most [`crate::core::service::MAX_RESPONSE_BODY`] bytes).
     pub body: Bytes,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let shown =
+                    if crate::client::is_sensitive_header(n) || n == http::header::SET_COOKIE {
+                        "<redacted>"
+                    } else {
+                        v.to_str().unwrap_or("<binary>")
+                    };
+                (n.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("headers", &headers)
+            .field("body", &format_args!("{} bytes", self.body.len()))
+            .finish()
+    }
 }
 
 impl Client {
@@ -73,22 +96,24 @@ impl Client {
     /// A server that does not answer it is no error: the creation's answer has the
     /// limits too.
     pub(crate) async fn ietf_discover(&self) -> Result<()> {
-        let learned = self.learned();
-        if learned.ietf_asked.get().is_some() {
-            return Ok(());
-        }
         let Some(endpoint) = self.endpoint() else {
             return Ok(());
         };
-        let req = self.request(Operation::Discover, endpoint, Body::empty())?;
-        match self.call(req).await {
-            Ok(resp) => self.learn_limits(resp.headers()),
-            Err(e) if e.status().is_some() => {
-                tracing::debug!(error = %e, "no limits from OPTIONS");
-            }
-            Err(e) => return Err(e),
-        }
-        let _ = learned.ietf_asked.set(());
+        // (Once for all the uploads of the client, even when they start together.)
+        self.learned()
+            .ietf_asked
+            .get_or_try_init(|| async {
+                let req = self.request(Operation::Discover, endpoint, Body::empty())?;
+                match self.call(req).await {
+                    Ok(resp) => self.learn_limits(resp.headers()),
+                    Err(e) if e.status().is_some() => {
+                        tracing::debug!(error = %e, "no limits from OPTIONS");
+                    }
+                    Err(e) => return Err(e),
+                }
+                Ok(())
+            })
+            .await?;
         Ok(())
     }
 
@@ -217,6 +242,8 @@ impl Client {
             req.extensions_mut()
                 .insert(crate::core::UploadLength(total));
         }
+        // For the layers that split or re-send appends (min-append-size).
+        req.extensions_mut().insert(self.limits());
         let h = req.headers_mut();
         h.insert(header::UPLOAD_OFFSET, HeaderValue::from(offset));
         h.insert(CONTENT_TYPE, HeaderValue::from_static(ietf::PARTIAL_UPLOAD));
@@ -240,11 +267,13 @@ impl Client {
         let acked = ietf::integer(h, &header::UPLOAD_OFFSET)
             .map_err(annotate)?
             .unwrap_or(end);
-        // (An answer the retry layer got by `HEAD`, after a cut, says it too.)
+        // (An answer the retry layer got by `HEAD`, after a cut, says it too; but it is
+        // not the target resource's answer, which was lost.)
         let done = ietf::boolean(h, &ih::UPLOAD_COMPLETE)
             .map_err(annotate)?
             .unwrap_or(last && acked == end);
-        let answer = done.then(|| {
+        let resynced = resp.extensions().get::<ietf::Resynced>().is_some();
+        let answer = (done && !resynced).then(|| {
             std::sync::Arc::new(Answer {
                 status: resp.status(),
                 headers: resp.headers().clone(),
@@ -254,6 +283,7 @@ impl Client {
         Ok(Appended {
             offset: acked,
             expires: self.expiry(resp.headers()),
+            complete: done,
             answer,
         })
     }

@@ -93,7 +93,7 @@ pub fn parse_http_url(what: &str, text: &str) -> Result<Url> {
 /// request, and a default value would corrupt the request (or the next one on a
 /// kept-alive connection).
 pub fn is_reserved_header(name: &HeaderName) -> bool {
-    const RESERVED: [&str; 14] = [
+    const RESERVED: [&str; 18] = [
         "content-length",
         "transfer-encoding",
         "host",
@@ -108,6 +108,10 @@ pub fn is_reserved_header(name: &HeaderName) -> bool {
         "upload-defer-length",
         "upload-concat",
         "x-http-method-override",
+        "upload-complete",
+        "upload-draft-interop-version",
+        "content-digest",
+        "repr-digest",
     ];
     RESERVED.contains(&name.as_str())
 }
@@ -206,7 +210,10 @@ pub struct Appended {
     pub offset: u64,
     /// `Upload-Expires` (tus) or the `max-age` limit (IETF), when the server gives one.
     pub expires: Option<SystemTime>,
-    /// IETF mode: the target resource's answer to the append that completed the upload.
+    /// IETF mode: the server says the upload is complete (`Upload-Complete: ?1`).
+    pub complete: bool,
+    /// IETF mode: the target resource's answer to the append that completed the upload
+    /// (`None` when that answer was lost and a re-sync found the upload complete).
     pub answer: Option<Arc<Answer>>,
 }
 
@@ -674,33 +681,11 @@ impl Client {
         Ok(Appended {
             offset,
             expires,
+            complete: false,
             answer: None,
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn same_origin_compares_scheme_host_and_port_with_defaults() {
-        let e = Url::parse("https://Tus.example.com/files/").unwrap();
-        let yes = [
-            "https://tus.example.com/files/1",
-            "https://tus.example.com:443/x",
-        ];
-        let no = [
-            "http://tus.example.com/files/1",
-            "https://tus.example.com:8443/files/1",
-            "https://other.example.com/files/1",
-            "/files/1",
-        ];
-        for u in yes {
-            assert!(same_origin(&e, &u.parse().unwrap()), "{u}");
-        }
-        for u in no {
-            assert!(!same_origin(&e, &u.parse().unwrap()), "{u}");
-        }
-    }
-}
+mod tests;

@@ -109,6 +109,7 @@ pub(super) async fn append_once(
         crate::Appended {
             offset: now,
             expires: None,
+            complete: false,
             answer: None,
         },
         length_known,
@@ -197,6 +198,15 @@ impl Uploader {
                     )
                     .with_url(shown));
                 }
+                if st.complete == Some(true) && Some(st.offset) != self.len() {
+                    return Err(Error::protocol(
+                        "Upload-Complete",
+                        format!(
+                            "the upload at {shown} was completed with {} bytes, not this source's",
+                            st.offset
+                        ),
+                    ));
+                }
                 tracing::debug!(offset = st.offset, "resuming upload");
                 self.record_url.get_or_insert_with(|| url.to_string());
                 self.stored = true;
@@ -257,12 +267,21 @@ impl Uploader {
             if goal.is_some_and(|g| offset >= g) {
                 break;
             }
-            let end = match (step(&self.client, chunk_size), goal) {
+            let mut end = match (step(&self.client, chunk_size), goal) {
                 (Some(c), Some(g)) => offset.saturating_add(c).min(g),
                 (Some(c), None) => offset.saturating_add(c),
                 (None, Some(g)) => g,
                 (None, None) => unreachable!("a source of unknown length is a chunked stream"),
             };
+            // The draft's min-append-size: an append that does not end the upload is
+            // never smaller (one that stops at `stop_at` goes a little past it).
+            if ietf
+                && let Some(min) = self.client.limits().min_append_size
+                && end - offset < min
+                && self.len() != Some(end)
+            {
+                end = self.len().map_or(offset + min, |l| (offset + min).min(l));
+            }
             self.check_unchanged()?;
             let body = self.body(offset, end).await?;
             if body.is_empty() {
@@ -283,7 +302,7 @@ impl Uploader {
             .await?;
             length_sent |= length_known;
             offset = appended.offset;
-            if appended.answer.is_some() {
+            if appended.complete {
                 server_complete = true;
                 answer = appended.answer;
             }

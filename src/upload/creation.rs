@@ -48,7 +48,11 @@ impl Uploader {
         let supports = |ext: &str| caps.as_ref().is_some_and(|c| c.supports(ext));
         let chunk_size = match self.opened {
             Some(Opened::Stream(ref mut s)) => {
-                s.max = caps.as_ref().and_then(|c| c.max_size);
+                s.max = caps.as_ref().and_then(|c| c.max_size).or(self
+                    .client
+                    .limits()
+                    .max_size
+                    .filter(|_| self.client.protocol().is_ietf()));
                 Some(
                     self.chunk_size
                         .unwrap_or(DEFAULT_STREAM_CHUNK)

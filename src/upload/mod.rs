@@ -315,6 +315,20 @@ impl Uploader {
             _ = aborted.wait_for(Option::is_some) => Err(Error::cancelled(false)),
             r = self.drive(stop_at, span.clone()).instrument(span.clone()) => r,
         };
+        if let Err(e) = &result
+            && e.is_upload_complete()
+            && let (Some(store), Some(fp), Some(key)) = (
+                self.resume.store.clone(),
+                self.fingerprint.clone(),
+                self.record_url.clone(),
+            )
+        {
+            // Every byte arrived and the target resource failed: no later run can
+            // resume it, nor should it report it complete.
+            if let Err(f) = self.forget(&store, &fp, &key).await {
+                tracing::debug!(error = %f, "forgetting the failed upload's record failed");
+            }
+        }
         let terminate = *self.abort.borrow() == Some(true);
         let result = match result {
             Err(e) if e.is_cancelled() && terminate => {

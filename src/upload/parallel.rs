@@ -49,6 +49,13 @@ impl Uploader {
         if total < 2 * MIN_CHUNK_SIZE {
             return Ok(false);
         }
+        if self.client.protocol().is_ietf() {
+            tracing::warn!(
+                "the IETF draft has no parallel uploads of one file: uploading in one part instead of {}",
+                self.parallel
+            );
+            return Ok(false);
+        }
         let caps = self.capabilities().await?;
         if caps.as_ref().is_some_and(|c| c.supports("concatenation")) {
             return Ok(true);

@@ -44,7 +44,14 @@ impl Uploader {
             }
         };
         let now = crate::core::store::unix_now();
+        let ours = self.endpoint_key();
         for rec in records {
+            // A record of another protocol (or interop version) is left for it.
+            if let (Some(theirs), Some(ours)) = (&rec.endpoint, &ours)
+                && protocol_of(theirs) != protocol_of(ours)
+            {
+                continue;
+            }
             let stale = |why: &str| tracing::info!(url = %shown_url(&rec.url), why, "dropping a stored upload");
             if rec.is_expired(now) {
                 stale("expired");
@@ -94,6 +101,8 @@ impl Uploader {
         let theirs = st.metadata.as_ref().and_then(|m| m.get("filename"));
         let why = if st.length.is_some_and(|l| l != total) {
             "another length"
+        } else if st.complete == Some(true) && st.offset != total {
+            "completed with other bytes"
         } else if st.offset > total {
             "an offset beyond the source"
         } else if ours.is_some() && theirs.is_some() && ours != theirs {
@@ -107,10 +116,17 @@ impl Uploader {
 
     /// The source's name and the endpoint's key, as records hold them.
     pub(super) fn lookup_keys(&self) -> (Option<String>, Option<String>) {
-        (
-            self.source.name(),
-            self.client.endpoint().map(protocol::endpoint_key),
-        )
+        (self.source.name(), self.endpoint_key())
+    }
+
+    /// The endpoint's key in records: without secrets, and with the IETF draft's
+    /// interop version (an upload of one protocol is never continued with another).
+    fn endpoint_key(&self) -> Option<String> {
+        let key = protocol::endpoint_key(self.client.endpoint()?);
+        Some(match self.client.protocol().interop() {
+            Some(i) => format!("{key} (ietf interop {})", i.get()),
+            None => key,
+        })
     }
 
     pub(super) async fn forget(
@@ -128,7 +144,7 @@ impl Uploader {
         let mut rec = UploadRecord::new(fp, key);
         // Without its query (a token there is a secret; it is kept as a hash) or user
         // info: the same endpoint gives the same key.
-        rec.endpoint = self.client.endpoint().map(protocol::endpoint_key);
+        rec.endpoint = self.endpoint_key();
         rec.source = self.source.name();
         rec.length = self.len();
         rec.metadata = self.metadata.encode();
@@ -245,6 +261,11 @@ pub(super) fn lookup(
         }
     }
     store.find(fp)
+}
+
+/// The protocol part of an endpoint key (`""` for tus).
+fn protocol_of(key: &str) -> &str {
+    key.rfind(" (ietf interop ").map_or("", |i| &key[i..])
 }
 
 pub(super) fn unix_secs(t: Option<std::time::SystemTime>) -> Option<u64> {

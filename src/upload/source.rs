@@ -235,7 +235,7 @@ impl StreamBuf {
                     && self.pos > max
                 {
                     return Err(Error::invalid(format!(
-                        "the stream is longer than the server's Tus-Max-Size of {max} bytes"
+                        "the stream is longer than the server's largest upload (Tus-Max-Size, or Upload-Limit max-size) of {max} bytes"
                     )));
                 }
             }

@@ -4,7 +4,7 @@
 //
 //   node ietf-server.mjs --dir DIR [--port 0] [--interop 8|6] [--max-size N]
 //        [--min-size N] [--max-append-size N] [--min-append-size N] [--max-age S]
-//        [--no-104] [--no-options] [--fail-processing]
+//        [--no-104] [--no-options] [--fail-processing] [--no-append-offset]
 //
 // The target resource is /uploads; each upload resource is /uploads/<id>, its bytes in
 // DIR/<id> and its state in DIR/<id>.json. It prints one JSON line when it listens:
@@ -194,7 +194,9 @@ function receive(req, res, st, complete, creation) {
       return res.end(body);
     }
     close();
-    const extra = { 'Upload-Complete': '?0', 'Upload-Offset': String(st.offset) };
+    // (Interop 8 requires only Upload-Complete in an append's answer.)
+    const extra = { 'Upload-Complete': '?0' };
+    if (creation || !flag('--no-append-offset')) extra['Upload-Offset'] = String(st.offset);
     if (creation) extra.Location = `${base(req)}/uploads/${st.id}`;
     headers(res, st, extra);
     res.writeHead(creation ? 201 : 204);

@@ -356,10 +356,24 @@ async fn append(mut inner: Next, layer: ChecksumLayer, req: Request) -> Result<R
         .extensions()
         .get::<tusflow_core::Protocol>()
         .is_some_and(|p| p.is_ietf());
+    // The draft's min-append-size: no piece but the last is smaller, and a short tail
+    // joins the piece before it.
+    let min = if ietf {
+        req.extensions()
+            .get::<ietf::Limits>()
+            .and_then(|l| l.min_append_size)
+            .unwrap_or(0)
+    } else {
+        0
+    };
     let (parts, body) = req.into_parts();
     let len = body.len();
+    let size = layer.chunk_size.max(min);
     let piece_at = |pos: u64| {
-        let end = (pos + layer.chunk_size).min(len);
+        let mut end = (pos + size).min(len);
+        if len - end < min {
+            end = len;
+        }
         (end, Prepared::start(algorithm, body.slice(pos, end), ietf))
     };
     // Each piece is read once, hashed, and sent from memory; the next piece is read

@@ -346,6 +346,16 @@ impl Error {
             Kind::Status {
                 completed: true, ..
             } => false,
+            // The draft's completed upload and inconsistent lengths: trying again
+            // cannot help.
+            Kind::Status {
+                problem:
+                    Some(
+                        crate::ietf::Problem::CompletedUpload
+                        | crate::ietf::Problem::InconsistentLength,
+                    ),
+                ..
+            } => false,
             Kind::Status { status, .. } => {
                 status.is_server_error()
                     || matches!(status.as_u16(), 409 | 423 | 460 | 417 | 408 | 429)
@@ -359,6 +369,14 @@ impl Error {
     pub fn is_offset_mismatch(&self) -> bool {
         match &self.inner.kind {
             Kind::OffsetMismatch { .. } => true,
+            Kind::Status {
+                problem:
+                    Some(
+                        crate::ietf::Problem::CompletedUpload
+                        | crate::ietf::Problem::InconsistentLength,
+                    ),
+                ..
+            } => false,
             Kind::Status { status, .. } => *status == StatusCode::CONFLICT,
             _ => false,
         }
@@ -553,109 +571,6 @@ fn excerpt(body: &[u8]) -> String {
     out
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let i = &self.inner;
-        if let Some(op) = i.operation {
-            write!(f, "{} ({}", op.doing(), op.method())?;
-            if let Some(url) = &i.url {
-                write!(f, " {url}")?;
-            }
-            f.write_str("): ")?;
-        } else if let Some(url) = &i.url {
-            write!(f, "{url}: ")?;
-        }
-        match &i.kind {
-            Kind::Status {
-                status,
-                body,
-                tus_version,
-                problem,
-                completed,
-                ..
-            } => {
-                if *completed {
-                    write!(
-                        f,
-                        "the upload is complete, but the target resource answered {status}"
-                    )?;
-                    if !body.is_empty() {
-                        write!(f, ": {body}")?;
-                    }
-                    return Ok(());
-                }
-                if let Some(p) = problem {
-                    // The problem says it better than its JSON.
-                    return write!(f, "server answered {status}: {p}");
-                }
-                if *status == StatusCode::PRECONDITION_FAILED {
-                    write!(
-                        f,
-                        "server does not support tus 1.0.0 (412; it speaks Tus-Version: {})",
-                        tus_version.as_deref().unwrap_or("not given")
-                    )?;
-                } else {
-                    write!(f, "server answered {status}")?;
-                }
-                if !body.is_empty() {
-                    write!(f, ": {body}")?;
-                }
-                Ok(())
-            }
-            Kind::Protocol { header, detail } => write!(f, "bad {header} from server: {detail}"),
-            Kind::OffsetMismatch { expected, got } => write!(
-                f,
-                "server acknowledged Upload-Offset {got} after bytes up to {expected} were sent"
-            ),
-            Kind::Transport if self.is_connect() => {
-                let src = i.source.as_ref().expect("is_connect");
-                write!(f, "cannot connect ({src})")
-            }
-            Kind::Unreachable { endpoint, seconds } => {
-                write!(
-                    f,
-                    "the server at {endpoint} cannot be reached (tried for {seconds} s)"
-                )?;
-                if let Some(src) = &i.source {
-                    write!(f, ": {src}")?;
-                }
-                Ok(())
-            }
-            Kind::Transport => {
-                f.write_str("connection failed")?;
-                if let Some(src) = &i.source {
-                    write!(f, ": {}", chain(src.as_ref()))?;
-                }
-                Ok(())
-            }
-            Kind::Timeout { what } => write!(f, "{what} timeout"),
-            Kind::Io { path } => {
-                match path {
-                    Some(p) => write!(f, "reading {}", p.display())?,
-                    None => f.write_str("reading the source")?,
-                }
-                if let Some(src) = &i.source {
-                    write!(f, ": {src}")?;
-                }
-                Ok(())
-            }
-            Kind::Invalid { what } | Kind::Store { what } => f.write_str(what),
-            Kind::Middleware { .. } => {
-                f.write_str("middleware failed")?;
-                if let Some(src) = &i.source {
-                    write!(f, ": {}", chain(src.as_ref()))?;
-                }
-                Ok(())
-            }
-            Kind::Cancelled { terminated: false } => f.write_str("upload aborted"),
-            Kind::Cancelled { terminated: true } => {
-                f.write_str("upload aborted and terminated on the server")
-            }
-            Kind::Internal { what } => write!(f, "internal error (a bug in tusflow): {what}"),
-        }
-    }
-}
-
 /// An error and its sources, joined with ": ", without repeating a message that its
 /// source already holds.
 /// The source of a failed connect: the system's words.
@@ -715,6 +630,8 @@ impl From<BoxError> for Error {
         Error::middleware(err)
     }
 }
+
+mod display;
 
 #[cfg(test)]
 mod tests;

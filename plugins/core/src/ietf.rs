@@ -31,6 +31,11 @@ pub mod header {
     pub const REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
 }
 
+/// A response extension: this answer to an append is the `HEAD` a re-sync asked (the
+/// append's own answer was lost), not the target resource's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resynced;
+
 /// The media type of an append's content.
 pub const PARTIAL_UPLOAD: &str = "application/partial-upload";
 

@@ -375,9 +375,34 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
                 Err(e) => return Err(e),
             }
         };
+        let mut head = head;
+        if is_ietf {
+            head.extensions_mut().insert(ietf::Resynced);
+        }
         if offset < start && is_ietf {
             // The driver holds the source: it sends again from there.
             tracing::debug!(offset, start, "the server's offset went back");
+            return Ok(head);
+        }
+        // The draft's min-append-size: the rest of an append that does not end the
+        // upload may be too small to send; the driver sends from there instead.
+        let rest = end.saturating_sub(offset);
+        let ends_upload = expected == Some(end);
+        if is_ietf
+            && offset < end
+            && !ends_upload
+            && template
+                .parts
+                .extensions
+                .get::<ietf::Limits>()
+                .and_then(|l| l.min_append_size)
+                .is_some_and(|min| rest < min)
+        {
+            tracing::debug!(
+                offset,
+                rest,
+                "the rest is under min-append-size: the driver goes on"
+            );
             return Ok(head);
         }
         if offset < start {
