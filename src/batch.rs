@@ -290,7 +290,8 @@ pub(crate) async fn one(
     .await;
     if let Err(e) = result {
         report.error = Some(e.to_string());
-        report.unreachable = e.is_unreachable();
+        // (A server of another protocol is as unusable for every file: said once.)
+        report.unreachable = e.is_unreachable() || client.learned().mismatch.get().is_some();
     }
     report.seconds = started.elapsed().as_secs_f64();
     report
@@ -325,6 +326,9 @@ pub struct Summary {
     /// True when the batch stopped before reading the whole list of jobs (the files
     /// left unread are in no count).
     pub unread: bool,
+    /// True when [`Summary::unreachable`] is a server of another protocol (or interop
+    /// version), not one that cannot be reached.
+    pub mismatch: bool,
 }
 
 impl Summary {
@@ -341,7 +345,12 @@ impl Summary {
         if self.unreachable.is_some() {
             return false;
         }
-        let down = client.learned().down().map(|e| e.to_string());
+        let down = client
+            .learned()
+            .down()
+            .or_else(|| client.learned().mismatch.get().cloned())
+            .map(|e| e.to_string());
+        self.mismatch = client.learned().mismatch.get().is_some();
         self.unreachable = if report.unreachable {
             report.error.clone().or(down)
         } else {

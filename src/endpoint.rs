@@ -39,6 +39,9 @@ pub(crate) struct Learned {
     hold: Duration,
     /// IETF mode: the limits of the latest answer with `Upload-Limit`.
     pub(crate) limits: Mutex<crate::core::ietf::Limits>,
+    /// The endpoint speaks another protocol than the client (its `OPTIONS` answer says
+    /// so): every upload fails with this, and a batch says it once.
+    pub(crate) mismatch: std::sync::OnceLock<Error>,
     /// IETF mode: set once `OPTIONS` was asked for limits.
     pub(crate) ietf_asked: tokio::sync::OnceCell<()>,
 }
@@ -52,6 +55,7 @@ impl Default for Learned {
             down: Mutex::new(None),
             hold: UNREACHABLE_HOLD,
             limits: Mutex::default(),
+            mismatch: std::sync::OnceLock::new(),
             ietf_asked: tokio::sync::OnceCell::new(),
         }
     }

@@ -163,6 +163,12 @@ async fn a_connection_cut_twice_mid_upload_resumes_from_the_servers_offset() {
         assert_eq!(proxy.cuts(), 2, "interop {interop}");
         // Only the bytes in flight at each cut went twice.
         let sent = proxy.patch_bytes();
+        eprintln!(
+            "interop {interop}: {len} bytes, {} cuts, {sent} bytes sent in appends ({} again), {:?}",
+            proxy.cuts(),
+            sent - len,
+            proxy.requests()
+        );
         assert!(sent >= len && sent < len + (4 << 20), "{sent}");
         let heads = proxy
             .requests()
@@ -301,21 +307,56 @@ async fn a_stream_of_unknown_length_ends_with_an_empty_completing_append() {
 }
 
 #[tokio::test]
-async fn another_interop_version_gets_no_resumable_upload_and_says_so() {
+async fn another_protocol_or_interop_version_is_found_and_said() {
     let server = IetfServer::start(8, &[]);
     let dir = tempfile::tempdir().unwrap();
     let path = make_file(dir.path(), "v6.bin", 1000, 1);
+    // OPTIONS says which interop version the server speaks.
     let e = client(&server.endpoint, 6)
         .uploader(path.as_path())
         .upload()
         .await
         .unwrap_err();
-    let msg = e.to_string();
     assert!(
-        msg.contains("does not offer resumable uploads of interop version 6"),
-        "{msg}"
+        e.to_string()
+            .contains("speaks interop version 8 of the IETF draft, not 6"),
+        "{e}"
     );
-    assert!(server.states().is_empty());
+    // A tus client sees the draft's server for what it is.
+    let e = Client::new(server.endpoint.clone())
+        .unwrap()
+        .uploader(path.as_path())
+        .upload()
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("offers the IETF draft's resumable uploads (interop version 8), not tus 1.0"),
+        "{e}"
+    );
+    // And a draft client sees a tus server.
+    let tus = support::TusServer::start();
+    let e = client(&tus.endpoint, 8)
+        .uploader(path.as_path())
+        .upload()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("speaks tus 1.0"), "{e}");
+    assert_eq!(tus.upload_count(), 0);
+    // Without OPTIONS, the creation's answer shows it: a conventional upload, no
+    // upload resource.
+    let quiet = IetfServer::start(8, &["--no-options"]);
+    let e = client(&quiet.endpoint, 6)
+        .uploader(path.as_path())
+        .upload()
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("does not offer resumable uploads of interop version 6"),
+        "{e}"
+    );
+    assert!(server.states().is_empty() && quiet.states().is_empty());
 }
 
 /// The fixture is not only our reading of the draft: the real tus-js-client 4.3.1

@@ -64,7 +64,8 @@ pub(crate) struct CommonArgs {
     #[arg(long, value_name = "SIZE/s")]
     pub(crate) rate_limit: Option<String>,
     /// Send Upload-Checksum with every chunk: sha256, sha512, sha1, md5, crc32, or
-    /// "any" (the strongest the server supports)
+    /// "any" (the strongest the server supports); with --protocol ietf, RFC 9530
+    /// Content-Digest: sha256 or sha512 ("any": sha256)
     #[arg(long, value_name = "ALGO")]
     pub(crate) checksum: Option<String>,
     /// Files uploading at once
@@ -124,7 +125,7 @@ pub(crate) struct ConnArgs {
     pub(crate) retries: Option<u32>,
     /// The protocol: tus (tus 1.0, the default) or ietf (the IETF draft "Resumable
     /// Uploads for HTTP"; the endpoint is then the target resource)
-    #[arg(long, value_name = "PROTO", value_parser = ["tus", "ietf"])]
+    #[arg(long, value_name = "PROTO", value_parser = ["tus", "ietf"], ignore_case = true)]
     pub(crate) protocol: Option<String>,
     /// The IETF draft's interop version: 8 (the default, the latest) or 6 (drafts -04
     /// and -05: tusd, Apple, tus-js-client's ietf-draft-05)
@@ -269,6 +270,20 @@ pub(crate) fn common_overrides(c: &CommonArgs) -> Result<serde_json::Value, Fail
         mw["rate-limit"] = json!({ "bytes_per_second": bytes });
     }
     if let Some(algo) = &c.checksum {
+        let ietf = c
+            .conn
+            .protocol
+            .as_deref()
+            .is_some_and(|p| p.eq_ignore_ascii_case("ietf"));
+        if ietf
+            && !["any", "sha256", "sha512"]
+                .iter()
+                .any(|a| algo.eq_ignore_ascii_case(a))
+        {
+            return Err(Failure::Usage(format!(
+                "invalid --checksum {algo:?} with --protocol ietf: the draft's Content-Digest (RFC 9530) takes sha256 or sha512"
+            )));
+        }
         let algorithms = if algo.eq_ignore_ascii_case("any") {
             json!(["sha256", "sha512", "sha1", "md5", "crc32"])
         } else {

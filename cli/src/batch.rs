@@ -344,7 +344,9 @@ pub(crate) async fn run_jobs(
     );
     if let Some(why) = &summary.unreachable {
         let left = summary.failed + summary.not_started;
-        let again = if stored {
+        let again = if summary.mismatch {
+            "run it again with the protocol it speaks"
+        } else if stored {
             "uploads begun are stored: run the same command again when it is up"
         } else {
             "run the same command again when it is up"

@@ -435,6 +435,8 @@ impl Loaded {
         self.figment
             .find_metadata(key)
             .map(|m| match &m.source {
+                // A default or a flag: the key alone says it (no line of our source).
+                Some(figment::Source::Code(_)) => String::new(),
                 Some(s) => format!(" in {s}"),
                 None => format!(" in {}", m.name),
             })

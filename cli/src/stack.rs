@@ -21,8 +21,16 @@ pub(crate) fn client_from(
     l.config.middleware.stack = stack;
     l.layers(&registry)?;
     let layers = registry.build(&l.config.middleware.stack, &l.figment)?;
-    let protocol = tusflow::core::Protocol::from_name(&c.protocol, c.interop)
-        .map_err(|e| Failure::Usage(format!("protocol{}: {e}", loaded.source_of("protocol"))))?;
+    let protocol = tusflow::core::Protocol::from_name(&c.protocol, c.interop).map_err(|e| {
+        // The key that is wrong: an unknown protocol, or an interop version that is
+        // not one, or one without the IETF draft.
+        let key = if tusflow::core::Protocol::from_name(&c.protocol, None).is_err() {
+            "protocol"
+        } else {
+            "interop"
+        };
+        Failure::Usage(format!("{key}{}: {e}", loaded.source_of(key)))
+    })?;
     let mut b = Client::builder()
         .protocol(protocol)
         .layers(layers)

@@ -235,7 +235,32 @@ fn bad_protocol_settings_say_what_and_where_in_one_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("interop version 6"), "{err}");
+    assert!(
+        err.contains("speaks interop version 8 of the IETF draft, not 6"),
+        "{err}"
+    );
+    // A batch of files to a server of another protocol: said once, for all of them.
+    for i in 0..5 {
+        make_file(d, &format!("b{i}.bin"), 100 + i, i);
+    }
+    let out = run(
+        d,
+        &[
+            "batch",
+            "b*.bin",
+            "-e",
+            &server.endpoint,
+            "--no-store",
+            "--quiet",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("not tus 1.0: choose the protocol ietf") && err.contains("5 of 5 files"),
+        "{err}"
+    );
     // The environment sets it too.
     let out = tusflow(
         d,

@@ -99,13 +99,21 @@ impl Client {
         let Some(endpoint) = self.endpoint() else {
             return Ok(());
         };
+        if let Some(e) = self.learned().mismatch.get() {
+            return Err(e.clone());
+        }
         // (Once for all the uploads of the client, even when they start together.)
         self.learned()
             .ietf_asked
             .get_or_try_init(|| async {
                 let req = self.request(Operation::Discover, endpoint, Body::empty())?;
                 match self.call(req).await {
-                    Ok(resp) => self.learn_limits(resp.headers()),
+                    Ok(resp) => {
+                        if let Some(e) = self.other_protocol(resp.headers()) {
+                            return Err(e);
+                        }
+                        self.learn_limits(resp.headers());
+                    }
                     Err(e) if e.status().is_some() => {
                         tracing::debug!(error = %e, "no limits from OPTIONS");
                     }
@@ -122,6 +130,46 @@ impl Client {
     pub async fn upload_limits(&self) -> Result<Limits> {
         self.ietf_discover().await?;
         Ok(self.limits())
+    }
+
+    /// When the `OPTIONS` answer of the endpoint shows it speaks another protocol (or
+    /// interop version) than this client: the error, remembered for every upload.
+    pub(crate) fn other_protocol(&self, h: &http::HeaderMap) -> Option<Error> {
+        if let Some(e) = self.learned().mismatch.get() {
+            return Some(e.clone());
+        }
+        let shown = self
+            .endpoint()
+            .map(protocol::redact_url)
+            .unwrap_or_default();
+        let theirs = ietf::integer(h, &ih::UPLOAD_DRAFT_INTEROP_VERSION)
+            .ok()
+            .flatten();
+        let partial = h
+            .get_all("accept-patch")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.to_ascii_lowercase().contains(ietf::PARTIAL_UPLOAD));
+        let tus = h.contains_key(header::TUS_VERSION);
+        let why = match self.protocol().interop() {
+            None if !tus && (theirs.is_some() || partial) => format!(
+                "the server at {shown} offers the IETF draft's resumable uploads{}, not tus 1.0: choose the protocol ietf",
+                theirs
+                    .map(|n| format!(" (interop version {n})"))
+                    .unwrap_or_default()
+            ),
+            Some(_) if tus && theirs.is_none() && !partial => format!(
+                "the server at {shown} speaks tus 1.0 (its OPTIONS answer has Tus-Version), not the IETF draft: choose the protocol tus"
+            ),
+            Some(ours) if theirs.is_some_and(|n| n != u64::from(ours.get())) => format!(
+                "the server at {shown} speaks interop version {} of the IETF draft, not {}: choose that interop version",
+                theirs.unwrap_or(0),
+                ours.get()
+            ),
+            _ => return None,
+        };
+        let e = Error::invalid(why);
+        Some(self.learned().mismatch.get_or_init(|| e).clone())
     }
 
     /// Check `length` against the limits known now; `what` names the source.

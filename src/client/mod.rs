@@ -423,6 +423,9 @@ impl Client {
     async fn discover(&self) -> Result<Capabilities> {
         let req = self.request(Operation::Discover, self.endpoint_or_err()?, Body::empty())?;
         let resp = self.call(req).await?;
+        if let Some(e) = self.other_protocol(resp.headers()) {
+            return Err(e);
+        }
         Capabilities::from_headers(resp.headers())
             .map_err(|e| e.with_operation(Operation::Discover))
     }
