@@ -36,6 +36,21 @@ fn retrying(endpoint: &str, interop: u8) -> Client {
         .unwrap()
 }
 
+/// A client whose appends carry Content-Digest, in pieces of `chunk` bytes.
+fn summing(endpoint: &str, chunk: u64) -> Client {
+    Client::builder()
+        .endpoint(endpoint)
+        .protocol(ietf(8))
+        .layer(tusflow::checksum::ChecksumLayer::sha256().chunk_size(chunk))
+        .build()
+        .unwrap()
+}
+
+/// The error of uploading `path` with `c`.
+async fn upload_err(c: &Client, path: &std::path::Path) -> tusflow::Error {
+    c.uploader(path).upload().await.unwrap_err()
+}
+
 /// The operation and body size of every request the client sends.
 type Seen = Arc<Mutex<Vec<(Operation, u64)>>>;
 
@@ -134,11 +149,7 @@ async fn max_size_is_refused_before_any_byte_with_options_or_after_creation_canc
     assert!(server.states().is_empty());
     // Without OPTIONS, the creation with its Upload-Length is refused: 413.
     let server = IetfServer::start(8, &["--max-size", "4096", "--no-options"]);
-    let e = client(&server.endpoint, 8)
-        .uploader(path.as_path())
-        .upload()
-        .await
-        .unwrap_err();
+    let e = upload_err(&client(&server.endpoint, 8), &path).await;
     assert_eq!(e.status().map(|s| s.as_u16()), Some(413), "{e}");
     assert!(server.states().is_empty());
 }
@@ -312,23 +323,14 @@ async fn another_protocol_or_interop_version_is_found_and_said() {
     let dir = tempfile::tempdir().unwrap();
     let path = make_file(dir.path(), "v6.bin", 1000, 1);
     // OPTIONS says which interop version the server speaks.
-    let e = client(&server.endpoint, 6)
-        .uploader(path.as_path())
-        .upload()
-        .await
-        .unwrap_err();
+    let e = upload_err(&client(&server.endpoint, 6), &path).await;
     assert!(
         e.to_string()
             .contains("speaks interop version 8 of the IETF draft, not 6"),
         "{e}"
     );
     // A tus client sees the draft's server for what it is.
-    let e = Client::new(server.endpoint.clone())
-        .unwrap()
-        .uploader(path.as_path())
-        .upload()
-        .await
-        .unwrap_err();
+    let e = upload_err(&Client::new(server.endpoint.clone()).unwrap(), &path).await;
     assert!(
         e.to_string()
             .contains("offers the IETF draft's resumable uploads (interop version 8), not tus 1.0"),
@@ -336,21 +338,13 @@ async fn another_protocol_or_interop_version_is_found_and_said() {
     );
     // And a draft client sees a tus server.
     let tus = support::TusServer::start();
-    let e = client(&tus.endpoint, 8)
-        .uploader(path.as_path())
-        .upload()
-        .await
-        .unwrap_err();
+    let e = upload_err(&client(&tus.endpoint, 8), &path).await;
     assert!(e.to_string().contains("speaks tus 1.0"), "{e}");
     assert_eq!(tus.upload_count(), 0);
     // Without OPTIONS, the creation's answer shows it: a conventional upload, no
     // upload resource.
     let quiet = IetfServer::start(8, &["--no-options"]);
-    let e = client(&quiet.endpoint, 6)
-        .uploader(path.as_path())
-        .upload()
-        .await
-        .unwrap_err();
+    let e = upload_err(&client(&quiet.endpoint, 6), &path).await;
     assert!(
         e.to_string()
             .contains("does not offer resumable uploads of interop version 6"),
@@ -430,15 +424,7 @@ async fn the_checksum_layer_sends_content_digests_which_the_server_checks() {
     let proxy = FaultProxy::start(&server.addr).await;
     let dir = tempfile::tempdir().unwrap();
     let path = make_file(dir.path(), "sum.bin", 3 * (1 << 20) + 512 * 1024, 7);
-    let with_digests = |endpoint: &str| {
-        Client::builder()
-            .endpoint(endpoint)
-            .protocol(ietf(8))
-            .layer(tusflow::checksum::ChecksumLayer::sha256().chunk_size(1 << 20))
-            .build()
-            .unwrap()
-    };
-    let done = with_digests(&server.endpoint)
+    let done = summing(&server.endpoint, 1 << 20)
         .uploader(path.as_path())
         .upload()
         .await
@@ -447,7 +433,7 @@ async fn the_checksum_layer_sends_content_digests_which_the_server_checks() {
     assert_eq!(server.state(done.url.as_str())["digests"], 4);
     // A byte flipped on the way: the server refuses the piece, nothing is appended.
     proxy.flip_byte(1000, 1);
-    let e = with_digests(&proxy.url(&server.endpoint))
+    let e = summing(&proxy.url(&server.endpoint), 1 << 20)
         .uploader(path.as_path())
         .upload()
         .await
@@ -572,12 +558,7 @@ async fn append_answers_without_upload_offset_are_a_whole_success() {
         .await
         .unwrap();
     server.assert_complete(done.url.as_str(), &path);
-    let summed = Client::builder()
-        .endpoint(&server.endpoint)
-        .protocol(ietf(8))
-        .layer(tusflow::checksum::ChecksumLayer::sha256().chunk_size(300_000))
-        .build()
-        .unwrap();
+    let summed = summing(&server.endpoint, 300_000);
     let done = summed.uploader(path.as_path()).upload().await.unwrap();
     server.assert_complete(done.url.as_str(), &path);
     // Three 1 MiB appends of 4 pieces each, and the last 99 bytes.
@@ -631,12 +612,7 @@ async fn min_append_size_holds_for_stop_at_pieces_and_re_sends() {
     assert_eq!(appends, [1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 10]);
     // The checksum layer's pieces: 300 000 bytes asked, 1 MiB sent; the 10-byte tail
     // joins the piece before it (appends of 2, 2 and 1 MiB + 10: 2 + 2 + 1 pieces).
-    let summed = Client::builder()
-        .endpoint(&server.endpoint)
-        .protocol(ietf(8))
-        .layer(tusflow::checksum::ChecksumLayer::sha256().chunk_size(300_000))
-        .build()
-        .unwrap();
+    let summed = summing(&server.endpoint, 300_000);
     let done = summed.uploader(path.as_path()).upload().await.unwrap();
     server.assert_complete(done.url.as_str(), &path);
     assert_eq!(server.state(done.url.as_str())["digests"], 5);

@@ -26,6 +26,22 @@ fn run(dir: &Path, args: &[&str]) -> Output {
     tusflow(dir, args).output().unwrap()
 }
 
+/// `-e ENDPOINT --protocol ietf --interop N --no-store --json` after `args`.
+fn ietf<'a>(args: &[&'a str], endpoint: &'a str, interop: &'a str) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    all.extend([
+        "-e",
+        endpoint,
+        "--protocol",
+        "ietf",
+        "--interop",
+        interop,
+        "--no-store",
+        "--json",
+    ]);
+    all
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -44,24 +60,10 @@ fn standard_input_of_100_mib_and_the_answer_in_json() {
     let src = make_file(d, "stdin.bin", 100 << 20, 11);
     for interop in ["8", "6"] {
         let server = IetfServer::start(interop.parse().unwrap(), &[]);
-        let out = tusflow(
-            d,
-            &[
-                "upload",
-                "-",
-                "-e",
-                &server.endpoint,
-                "--protocol",
-                "ietf",
-                "--interop",
-                interop,
-                "--no-store",
-                "--json",
-            ],
-        )
-        .stdin(std::fs::File::open(&src).unwrap())
-        .output()
-        .unwrap();
+        let out = tusflow(d, &ietf(&["upload", "-"], &server.endpoint, interop))
+            .stdin(std::fs::File::open(&src).unwrap())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
         let r = &json_lines(&out)[0];
         assert_eq!(
@@ -84,19 +86,10 @@ fn stop_at_then_url_and_terminate() {
     for interop in ["8", "6"] {
         let server = IetfServer::start(interop.parse().unwrap(), &["--max-append-size", "4194304"]);
         let ep = &server.endpoint;
-        let flags = [
-            "-e",
-            ep,
-            "--protocol",
-            "ietf",
-            "--interop",
-            interop,
-            "--no-store",
-            "--json",
-        ];
-        let mut args = vec!["upload", "half.bin", "--stop-at", "1MiB"];
-        args.extend(flags);
-        let out = run(d, &args);
+        let out = run(
+            d,
+            &ietf(&["upload", "half.bin", "--stop-at", "1MiB"], ep, interop),
+        );
         assert!(out.status.success(), "{}", text(&out.stderr));
         let r = &json_lines(&out)[0];
         assert_eq!(
@@ -105,9 +98,10 @@ fn stop_at_then_url_and_terminate() {
         );
         let url = r["url"].as_str().unwrap().to_owned();
         assert_eq!(server.state(&url)["offset"], 1 << 20);
-        let mut args = vec!["upload", "half.bin", "--url", &url];
-        args.extend(flags);
-        let out = run(d, &args);
+        let out = run(
+            d,
+            &ietf(&["upload", "half.bin", "--url", &url], ep, interop),
+        );
         assert!(out.status.success(), "{}", text(&out.stderr));
         let r = &json_lines(&out)[0];
         assert_eq!(
@@ -143,20 +137,11 @@ fn a_batch_of_200_files_each_complete_and_exact() {
         let server = IetfServer::start(interop.parse().unwrap(), &[]);
         let out = run(
             d,
-            &[
-                "batch",
-                "in",
-                "-e",
+            &ietf(
+                &["batch", "in", "--concurrency", "8"],
                 &server.endpoint,
-                "--protocol",
-                "ietf",
-                "--interop",
                 interop,
-                "--concurrency",
-                "8",
-                "--no-store",
-                "--json",
-            ],
+            ),
         );
         assert!(out.status.success(), "{}", text(&out.stderr));
         let reports: Vec<_> = json_lines(&out)

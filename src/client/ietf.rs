@@ -285,23 +285,14 @@ impl Client {
         let len = body.len();
         let end = offset + len;
         let last = total == Some(end);
-        let mut req = self.request(Operation::Append, url, body)?;
-        if let Some(total) = total {
-            req.extensions_mut()
-                .insert(crate::core::UploadLength(total));
-        }
+        let mut req =
+            self.append_request(url, (offset, body), (length, total), ietf::PARTIAL_UPLOAD)?;
         // For the layers that split or re-send appends (min-append-size).
         req.extensions_mut().insert(self.limits());
-        let h = req.headers_mut();
-        h.insert(header::UPLOAD_OFFSET, HeaderValue::from(offset));
-        h.insert(CONTENT_TYPE, HeaderValue::from_static(ietf::PARTIAL_UPLOAD));
-        h.insert(
+        req.headers_mut().insert(
             ih::UPLOAD_COMPLETE,
             HeaderValue::from_static(if last { "?1" } else { "?0" }),
         );
-        if let Some(n) = length {
-            h.insert(header::UPLOAD_LENGTH, HeaderValue::from(n));
-        }
         let resp = self.call(req).await?;
         let annotate = |e: Error| {
             e.with_operation(Operation::Append)

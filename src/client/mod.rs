@@ -647,6 +647,30 @@ impl Client {
         self.append_to(url, offset, body, length, length).await
     }
 
+    /// An append of `body` at `offset` to `url` as `content_type`: `length` declared
+    /// (`Upload-Length`), `total` as the [`UploadLength`](crate::core::UploadLength)
+    /// extension.
+    pub(crate) fn append_request(
+        &self,
+        url: &Url,
+        (offset, body): (u64, Body),
+        (length, total): (Option<u64>, Option<u64>),
+        content_type: &'static str,
+    ) -> Result<crate::Request> {
+        let mut req = self.request(Operation::Append, url, body)?;
+        if let Some(total) = total {
+            req.extensions_mut()
+                .insert(crate::core::UploadLength(total));
+        }
+        let h = req.headers_mut();
+        h.insert(header::UPLOAD_OFFSET, HeaderValue::from(offset));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Some(n) = length {
+            h.insert(header::UPLOAD_LENGTH, HeaderValue::from(n));
+        }
+        Ok(req)
+    }
+
     /// [`Client::append`] of an upload whose length the client knows to be `total`
     /// (the [`UploadLength`](crate::core::UploadLength) extension, which a re-sync
     /// checks the server's `Upload-Length` against).
@@ -661,20 +685,12 @@ impl Client {
         if self.protocol().is_ietf() {
             return self.ietf_append(url, offset, body, length, total).await;
         }
-        let mut req = self.request(Operation::Append, url, body)?;
-        if let Some(total) = total {
-            req.extensions_mut()
-                .insert(crate::core::UploadLength(total));
-        }
-        let h = req.headers_mut();
-        h.insert(header::UPLOAD_OFFSET, HeaderValue::from(offset));
-        h.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static(protocol::OFFSET_OCTET_STREAM),
-        );
-        if let Some(n) = length {
-            h.insert(header::UPLOAD_LENGTH, HeaderValue::from(n));
-        }
+        let req = self.append_request(
+            url,
+            (offset, body),
+            (length, total),
+            protocol::OFFSET_OCTET_STREAM,
+        )?;
         let resp = self.call(req).await?;
         let offset = protocol::upload_offset(resp.headers()).map_err(|e| {
             e.with_operation(Operation::Append)

@@ -3,7 +3,6 @@
 //! it. Started on 127.0.0.1 on a free port; stopped by PID when dropped.
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -36,17 +35,8 @@ impl IetfServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start node (is Node.js installed?)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
+        let info = super::json_line(&mut child, Duration::from_secs(30))
             .expect("the draft server did not start");
-        let info: serde_json::Value = serde_json::from_str(&line).expect("its JSON line");
         IetfServer {
             child,
             endpoint: info["endpoint"].as_str().unwrap().to_owned(),

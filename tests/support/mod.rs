@@ -53,6 +53,26 @@ pub(crate) fn ensure_installed() {
     }
 }
 
+/// The JSON line a server started as `child` prints when it listens, within `limit`;
+/// `None` (and the child ended) if it prints none.
+pub fn json_line(child: &mut Child, limit: Duration) -> Option<serde_json::Value> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(limit) {
+        Ok(l) if !l.is_empty() => Some(serde_json::from_str(&l).expect("server's JSON line")),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    }
+}
+
 /// A running tus server; stopped (by its PID) when dropped.
 pub struct TusServer {
     child: Child,
@@ -119,22 +139,7 @@ impl TusServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start node (is Node.js installed?)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(l) if !l.is_empty() => l,
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        };
-        let info: serde_json::Value = serde_json::from_str(&line).expect("server's JSON line");
+        let info = json_line(&mut child, Duration::from_secs(60))?;
         Some((child, info))
     }
 

@@ -346,16 +346,10 @@ impl Error {
             Kind::Status {
                 completed: true, ..
             } => false,
-            // The draft's completed upload and inconsistent lengths: trying again
-            // cannot help.
+            // The draft's completed upload and inconsistent lengths.
             Kind::Status {
-                problem:
-                    Some(
-                        crate::ietf::Problem::CompletedUpload
-                        | crate::ietf::Problem::InconsistentLength,
-                    ),
-                ..
-            } => false,
+                problem: Some(p), ..
+            } if p.is_final() => false,
             Kind::Status { status, .. } => {
                 status.is_server_error()
                     || matches!(status.as_u16(), 409 | 423 | 460 | 417 | 408 | 429)
@@ -370,13 +364,8 @@ impl Error {
         match &self.inner.kind {
             Kind::OffsetMismatch { .. } => true,
             Kind::Status {
-                problem:
-                    Some(
-                        crate::ietf::Problem::CompletedUpload
-                        | crate::ietf::Problem::InconsistentLength,
-                    ),
-                ..
-            } => false,
+                problem: Some(p), ..
+            } if p.is_final() => false,
             Kind::Status { status, .. } => *status == StatusCode::CONFLICT,
             _ => false,
         }

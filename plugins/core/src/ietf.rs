@@ -286,6 +286,12 @@ pub enum Problem {
 }
 
 impl Problem {
+    /// True for the problems that trying again cannot mend: a completed upload, and
+    /// inconsistent lengths.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Problem::CompletedUpload | Problem::InconsistentLength)
+    }
+
     /// The draft's problem in `body`, when `content_type` says problem JSON and its
     /// `type` is one of the draft's.
     pub fn parse(content_type: Option<&str>, body: &[u8]) -> Option<Problem> {
