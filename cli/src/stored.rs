@@ -127,7 +127,22 @@ async fn server_offsets(
         let mut o = serde_json::Map::new();
         crate::args::conn_overrides(conn, &mut o)?;
         o.insert("store".into(), json!({ "kind": "none" }));
-        o.insert("endpoint".into(), json!(endpoint));
+        // A record of the IETF draft says so after its endpoint: asked in its protocol.
+        match endpoint
+            .rsplit_once(" (ietf interop ")
+            .and_then(|(e, n)| Some((e, n.strip_suffix(')')?.parse::<u64>().ok()?)))
+        {
+            Some((e, n)) => {
+                o.insert("endpoint".into(), json!(e));
+                o.insert("protocol".into(), json!("ietf"));
+                o.insert("interop".into(), json!(n));
+            }
+            None => {
+                o.insert("endpoint".into(), json!(endpoint));
+                o.insert("protocol".into(), json!("tus"));
+                o.remove("interop");
+            }
+        }
         let loaded = crate::config::load(config, serde_json::Value::from(o))?;
         let mut stack = loaded.config.middleware.stack.clone();
         // One try each: a listing should not wait out a retry budget per upload.

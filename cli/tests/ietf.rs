@@ -265,3 +265,37 @@ fn bad_protocol_settings_say_what_and_where_in_one_line() {
     let r = &json_lines(&out)[0];
     server.assert_complete(r["url"].as_str().unwrap(), &d.join("a.bin"));
 }
+
+#[test]
+fn list_asks_each_stored_upload_in_its_own_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_file(d, "l.bin", 3 << 20, 13);
+    let server = IetfServer::start(6, &[]);
+    let out = run(
+        d,
+        &[
+            "upload",
+            "l.bin",
+            "-e",
+            &server.endpoint,
+            "--protocol",
+            "ietf",
+            "--interop",
+            "6",
+            "--stop-at",
+            "1MiB",
+            "--store",
+            "s.redb",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // No protocol flag: the record says which.
+    let out = run(d, &["list", "--store", "s.redb"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("1048576/3145728 bytes on the server"),
+        "{said}"
+    );
+}
