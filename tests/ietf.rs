@@ -668,3 +668,28 @@ async fn the_upload_resources_lifetime_is_its_expiry_in_the_store() {
         server.assert_complete(done.url.as_str(), &path);
     }
 }
+
+/// The draft lets the server's offset be less than what the client sent, even less
+/// than where the cut append began: the retry layer hands it to the driver, which
+/// sends again from there (it holds the file).
+#[tokio::test]
+async fn an_offset_that_went_back_after_a_cut_is_sent_again_from_there() {
+    for interop in BOTH {
+        let server = IetfServer::start(
+            interop,
+            &["--backtrack", "1500000", "--max-append-size", "2097152"],
+        );
+        let proxy = FaultProxy::start(&server.addr).await;
+        proxy.cut_every_connection_after(3_000_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = make_file(dir.path(), "back.bin", 9_000_000, 21);
+        let done = retrying(&proxy.url(&server.endpoint), interop)
+            .uploader(path.as_path())
+            .upload()
+            .await
+            .unwrap();
+        server.assert_complete(done.url.as_str(), &path);
+        let st = server.state(done.url.as_str());
+        assert!(st["backtracked"].as_u64().unwrap_or(0) >= 2, "{st}");
+    }
+}

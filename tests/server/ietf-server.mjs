@@ -5,6 +5,7 @@
 //   node ietf-server.mjs --dir DIR [--port 0] [--interop 8|6] [--max-size N]
 //        [--min-size N] [--max-append-size N] [--min-append-size N] [--max-age S]
 //        [--no-104] [--no-options] [--fail-processing] [--no-append-offset]
+//        [--backtrack N]
 //
 // The target resource is /uploads; each upload resource is /uploads/<id>, its bytes in
 // DIR/<id> and its state in DIR/<id>.json. It prints one JSON line when it listens:
@@ -174,7 +175,9 @@ function receive(req, res, st, complete, creation) {
       }
       st.length = st.offset;
       st.complete = true;
-      st.sha256 = st.hash.copy().digest('hex');
+      st.sha256 = st.rehash
+        ? crypto.createHash('sha256').update(fs.readFileSync(path.join(dir, st.id))).digest('hex')
+        : st.hash.copy().digest('hex');
       close();
       if (flag('--fail-processing')) {
         // Every byte is there; the target resource fails to process them.
@@ -202,8 +205,22 @@ function receive(req, res, st, complete, creation) {
     res.writeHead(creation ? 201 : 204);
     res.end();
   });
-  req.on('close', close);
-  req.on('error', close);
+  // --backtrack N: an interrupted request loses its last N bytes, and more (the
+  // offset goes back, even before where the request began), as the draft lets a
+  // server's offset be less than what the client sent.
+  const interrupted = () => {
+    const back = num('--backtrack');
+    if (!closed && !req.complete && back && st.active === me) {
+      st.active = null;
+      st.offset = Math.max(0, st.offset - back);
+      fs.ftruncateSync(fd, st.offset);
+      st.rehash = true;
+      st.backtracked = (st.backtracked ?? 0) + 1;
+    }
+    close();
+  };
+  req.on('close', interrupted);
+  req.on('error', interrupted);
 }
 
 function create(req, res) {
