@@ -128,21 +128,13 @@ async fn server_offsets(
         crate::args::conn_overrides(conn, &mut o)?;
         o.insert("store".into(), json!({ "kind": "none" }));
         // A record of the IETF draft says so after its endpoint: asked in its protocol.
-        match endpoint
-            .rsplit_once(" (ietf interop ")
-            .and_then(|(e, n)| Some((e, n.strip_suffix(')')?.parse::<u64>().ok()?)))
-        {
-            Some((e, n)) => {
-                o.insert("endpoint".into(), json!(e));
-                o.insert("protocol".into(), json!("ietf"));
-                o.insert("interop".into(), json!(n));
-            }
-            None => {
-                o.insert("endpoint".into(), json!(endpoint));
-                o.insert("protocol".into(), json!("tus"));
-                o.remove("interop");
-            }
-        }
+        let (e, protocol) = tusflow::core::Protocol::untag_key(endpoint);
+        o.insert("endpoint".into(), json!(e));
+        o.insert("protocol".into(), json!(protocol.name()));
+        match protocol.interop() {
+            Some(i) => o.insert("interop".into(), json!(i.get())),
+            None => o.remove("interop"),
+        };
         let loaded = crate::config::load(config, serde_json::Value::from(o))?;
         let mut stack = loaded.config.middleware.stack.clone();
         // One try each: a listing should not wait out a retry budget per upload.

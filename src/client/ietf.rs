@@ -69,26 +69,20 @@ impl Client {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn learn_limits(&self, headers: &http::HeaderMap) {
-        let Some(interop) = self.protocol().interop() else {
-            return;
-        };
-        if headers.contains_key(ih::UPLOAD_LIMIT) {
-            let l = Limits::from_headers(headers, interop);
-            *self
-                .learned()
-                .limits
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = l;
-        }
-    }
-
-    /// When the upload resource ends, from `max-age` in the answer's limits.
-    fn expiry(&self, headers: &http::HeaderMap) -> Option<SystemTime> {
+    /// Learn the limits of an answer that has `Upload-Limit`; return when the upload
+    /// resource ends, from their `max-age`.
+    fn learn_limits(&self, headers: &http::HeaderMap) -> Option<SystemTime> {
         let interop = self.protocol().interop()?;
-        Limits::from_headers(headers, interop)
-            .max_age
-            .map(|age| SystemTime::now() + age)
+        if !headers.contains_key(ih::UPLOAD_LIMIT) {
+            return None;
+        }
+        let l = Limits::from_headers(headers, interop);
+        *self
+            .learned()
+            .limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = l;
+        l.max_age.map(|age| SystemTime::now() + age)
     }
 
     /// `OPTIONS` on the target resource, once per client: its `Upload-Limit`, so that a
@@ -112,7 +106,7 @@ impl Client {
                         if let Some(e) = self.other_protocol(resp.headers()) {
                             return Err(e);
                         }
-                        self.learn_limits(resp.headers());
+                        let _ = self.learn_limits(resp.headers());
                     }
                     Err(e) if e.status().is_some() => {
                         tracing::debug!(error = %e, "no limits from OPTIONS");
@@ -226,7 +220,7 @@ impl Client {
             )));
         }
         let url = protocol::resolve_location(endpoint, resp.headers()).map_err(annotate)?;
-        self.learn_limits(resp.headers());
+        let expires = self.learn_limits(resp.headers());
         // An empty creation has nothing on the server (a server that says otherwise
         // is believed, and the driver checks it against what was sent).
         let offset = ietf::integer(resp.headers(), &header::UPLOAD_OFFSET)
@@ -235,7 +229,7 @@ impl Client {
         tracing::debug!(url = %protocol::redact_url(&url), length, "upload resource created");
         Ok(Created {
             url,
-            expires: self.expiry(resp.headers()),
+            expires,
             offset: Some(offset),
         })
     }
@@ -262,11 +256,11 @@ impl Client {
                 format!("offset {offset} is beyond Upload-Length {len}"),
             )));
         }
-        self.learn_limits(h);
+        let expires = self.learn_limits(h);
         Ok(UploadStatus {
             offset,
             length,
-            expires: self.expiry(h),
+            expires,
             metadata: None,
             complete,
         })
@@ -299,7 +293,7 @@ impl Client {
                 .with_url(protocol::redact_url(url))
         };
         let h = resp.headers();
-        self.learn_limits(h);
+        let expires = self.learn_limits(h);
         // Interop 8 requires Upload-Complete in the answer, not Upload-Offset: a
         // success without one took the whole content (the draft: a 2xx is a
         // successful PATCH of it).
@@ -321,7 +315,7 @@ impl Client {
         });
         Ok(Appended {
             offset: acked,
-            expires: self.expiry(resp.headers()),
+            expires,
             complete: done,
             answer,
         })
@@ -331,18 +325,11 @@ impl Client {
 /// `inline; filename="…"`, with `filename*` (RFC 6266, RFC 8187) when the name is not
 /// plain ASCII or has a quote or backslash.
 fn content_disposition(name: &str) -> HeaderValue {
-    let plain = name
-        .chars()
-        .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\');
+    let quotable = |c: char| c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\';
+    let plain = name.chars().all(quotable);
     let fallback: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if quotable(c) { c } else { '_' })
         .collect();
     let value = if plain {
         format!("inline; filename=\"{name}\"")

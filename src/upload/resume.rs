@@ -44,11 +44,11 @@ impl Uploader {
             }
         };
         let now = crate::core::store::unix_now();
-        let ours = self.endpoint_key();
+        let ours = self.client.protocol();
         for rec in records {
             // A record of another protocol (or interop version) is left for it.
-            if let (Some(theirs), Some(ours)) = (&rec.endpoint, &ours)
-                && protocol_of(theirs) != protocol_of(ours)
+            if let Some(theirs) = &rec.endpoint
+                && crate::core::Protocol::untag_key(theirs).1 != ours
             {
                 continue;
             }
@@ -123,10 +123,7 @@ impl Uploader {
     /// interop version (an upload of one protocol is never continued with another).
     fn endpoint_key(&self) -> Option<String> {
         let key = protocol::endpoint_key(self.client.endpoint()?);
-        Some(match self.client.protocol().interop() {
-            Some(i) => format!("{key} (ietf interop {})", i.get()),
-            None => key,
-        })
+        Some(self.client.protocol().tag_key(key))
     }
 
     pub(super) async fn forget(
@@ -261,11 +258,6 @@ pub(super) fn lookup(
         }
     }
     store.find(fp)
-}
-
-/// The protocol part of an endpoint key (`""` for tus).
-fn protocol_of(key: &str) -> &str {
-    key.rfind(" (ietf interop ").map_or("", |i| &key[i..])
 }
 
 pub(super) fn unix_secs(t: Option<std::time::SystemTime>) -> Option<u64> {

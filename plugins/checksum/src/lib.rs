@@ -188,11 +188,7 @@ async fn negotiated(
             .parse()
             .map_err(|_| Error::invalid("append request URI is not a URL"))?,
     };
-    if req
-        .extensions()
-        .get::<tusflow_core::Protocol>()
-        .is_some_and(|p| p.is_ietf())
-    {
+    if tusflow_core::Protocol::of(req.extensions()).is_ietf() {
         // The IETF draft: RFC 9530 digests, no negotiation (a server that does not
         // check them ignores the header).
         let choice = layer
@@ -352,10 +348,7 @@ async fn append(mut inner: Next, layer: ChecksumLayer, req: Request) -> Result<R
     inner.release();
     let start = protocol::upload_offset(req.headers())
         .map_err(|_| Error::invalid("an append request without a valid Upload-Offset"))?;
-    let ietf = req
-        .extensions()
-        .get::<tusflow_core::Protocol>()
-        .is_some_and(|p| p.is_ietf());
+    let ietf = tusflow_core::Protocol::of(req.extensions()).is_ietf();
     // The draft's min-append-size: no piece but the last is smaller, and a short tail
     // joins the piece before it.
     let min = if ietf {

@@ -91,6 +91,31 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The protocol a request says it speaks (its extension; tus without one).
+    pub fn of(extensions: &http::Extensions) -> Protocol {
+        extensions.get::<Protocol>().copied().unwrap_or_default()
+    }
+
+    /// `key` (an endpoint's key in the URL store) marked with this protocol: as it is
+    /// for tus, ` (ietf interop N)` after it for the draft.
+    pub fn tag_key(self, key: String) -> String {
+        match self.interop() {
+            Some(i) => format!("{key} (ietf interop {})", i.get()),
+            None => key,
+        }
+    }
+
+    /// The endpoint's key and protocol of a key [`Protocol::tag_key`] made (an interop
+    /// version this client no longer speaks reads as tus).
+    pub fn untag_key(key: &str) -> (&str, Protocol) {
+        key.rsplit_once(" (ietf interop ")
+            .and_then(|(k, n)| {
+                let n = n.strip_suffix(')')?.parse().ok()?;
+                Some((k, Protocol::Ietf(Interop::new(n).ok()?)))
+            })
+            .unwrap_or((key, Protocol::Tus))
+    }
+
     /// The draft's interop version, in IETF mode.
     pub fn interop(self) -> Option<Interop> {
         match self {
@@ -436,6 +461,19 @@ mod tests {
             Problem::parse(Some("application/problem+json"), other),
             None
         );
+    }
+
+    #[test]
+    fn store_keys_carry_the_protocol() {
+        let p = Protocol::Ietf(Interop::V6);
+        let key = p.tag_key("http://h/u".into());
+        assert_eq!(key, "http://h/u (ietf interop 6)");
+        assert_eq!(Protocol::untag_key(&key), ("http://h/u", p));
+        assert_eq!(
+            Protocol::untag_key("http://h/u"),
+            ("http://h/u", Protocol::Tus)
+        );
+        assert_eq!(Protocol::Tus.tag_key("k".into()), "k");
     }
 
     #[test]

@@ -331,10 +331,7 @@ async fn send(
     };
 
     // (The IETF draft has no Tus-Resumable: its requests carry their interop version.)
-    let ietf = parts
-        .extensions
-        .get::<crate::ietf::Protocol>()
-        .is_some_and(|p| p.is_ietf());
+    let ietf = crate::ietf::Protocol::of(&parts.extensions).is_ietf();
     if parts.method != Method::OPTIONS
         && !ietf
         && !parts.headers.contains_key(header::TUS_RESUMABLE)

@@ -313,11 +313,7 @@ async fn run(mut inner: Next, policy: Arc<Backoff>, req: Request) -> Result<Resp
         .flatten()
         .or_else(|| template.parts.extensions.get::<UploadLength>().map(|l| l.0));
     // The IETF draft: Structured Field headers, and an offset that may go back.
-    let is_ietf = template
-        .parts
-        .extensions
-        .get::<tusflow_core::Protocol>()
-        .is_some_and(|p| p.is_ietf());
+    let is_ietf = tusflow_core::Protocol::of(&template.parts.extensions).is_ietf();
     let offset_of = |h: &http::HeaderMap| -> tusflow_core::Result<u64> {
         if is_ietf {
             ietf::integer(h, &header::UPLOAD_OFFSET)?
